@@ -1,0 +1,105 @@
+"""``attention``: one function, three backends (``sdpa``, ``triton``, ``math``).
+
+- ``sdpa``: :func:`torch.nn.functional.scaled_dot_product_attention`, with rows that have no
+  allowed key returning zeros (not NaN), forward and backward.
+- ``triton``: fusionkit's fused kernel (:mod:`fusionkit.attention.triton_kernel`), registered
+  as a ``torch.library`` custom op; needs the ``triton`` extra.
+- ``math``: plain matmuls and a masked softmax in fp32; the reference the tests use.
+- ``auto``: ``triton`` for a CUDA tensor when triton imports, the shapes are supported and no
+  dropout is asked; ``sdpa`` otherwise. Choosing never compiles anything on the CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from fusionkit.attention.reference import math_attention, sdpa_attention
+from fusionkit.typing import typechecked
+
+__all__ = ["BACKENDS", "Backend", "attention", "triton_available", "triton_supports"]
+
+Backend = Literal["auto", "sdpa", "triton", "math"]
+BACKENDS: tuple[str, ...] = ("auto", "sdpa", "triton", "math")
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether the ``triton`` package can be imported (it is only checked, not imported)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_supports(q: Tensor, v: Tensor) -> bool:
+    """Whether the Triton kernel handles these shapes and dtype (head dims 16..128)."""
+    return (
+        q.dtype in _TRITON_DTYPES
+        and 16 <= q.shape[-1] <= 128
+        and 16 <= v.shape[-1] <= 128
+    )
+
+
+def _triton(q, k, v, key_mask, causal, scale):
+    from fusionkit.attention.triton_op import triton_attention
+
+    return triton_attention(q, k, v, key_mask, causal, scale)
+
+
+@typechecked
+def attention(
+    q: Float[Tensor, "batch heads tq dh"],
+    k: Float[Tensor, "batch heads tk dh"],
+    v: Float[Tensor, "batch heads tk dv"],
+    *,
+    key_mask: Bool[Tensor, "batch tk"] | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    backend: Backend = "auto",
+) -> Float[Tensor, "batch heads tq dv"]:
+    """Multi-head scaled dot-product attention with a boolean key padding mask.
+
+    Args:
+        q: queries (b, h, tq, dh). k: keys (b, h, tk, dh). v: values (b, h, tk, dv).
+        key_mask: True at real keys; a query row with no allowed key returns zeros.
+        causal: query i attends to keys j <= i (top-left aligned, as PyTorch).
+        scale: score scale, ``1/sqrt(dh)`` by default.
+        dropout_p: dropout on the attention weights; pass 0 in eval. The Triton kernel has
+            no dropout, so ``dropout_p > 0`` runs sdpa (``auto``) or fails (``triton``).
+        backend: ``auto``, ``sdpa``, ``triton`` or ``math``.
+
+    Returns:
+        (b, h, tq, dv) in q's dtype.
+    """
+    if q.dtype != k.dtype or q.dtype != v.dtype:
+        raise TypeError(f"q, k, v: dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p: expected a value in [0, 1), got {dropout_p}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if backend == "auto":
+        use_triton = (
+            q.is_cuda and dropout_p == 0.0 and triton_available() and triton_supports(q, v)
+        )
+        backend = "triton" if use_triton else "sdpa"
+    if backend == "sdpa":
+        return sdpa_attention(q, k, v, key_mask, causal, scale, dropout_p)
+    if backend == "math":
+        return math_attention(q, k, v, key_mask, causal, scale, dropout_p)
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError("backend='triton' needs triton: pip install 'fusionkit[triton]'")
+        if dropout_p > 0.0:
+            raise ValueError("backend='triton' has no dropout: use 'sdpa' or 'auto'")
+        if not triton_supports(q, v):
+            raise ValueError(
+                "backend='triton' supports float32/float16/bfloat16 and head dims 16..128; "
+                f"got {q.dtype}, dh={q.shape[-1]}, dv={v.shape[-1]}"
+            )
+        return _triton(q, k, v, key_mask, causal, scale)
+    raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")

@@ -1,0 +1,298 @@
+"""Fused (flash-style) attention in Triton: forward, backward, key padding mask, causal.
+
+Contract
+- q (b, h, tq, dh), k (b, h, tk, dh), v (b, h, tk, dv); tq != tk allowed; any length >= 1;
+  dh, dv in [16, 128]; float32, float16, bfloat16; key_mask (b, tk) bool, True = real key.
+- ``causal`` is top-left aligned (query i sees keys j <= i), as PyTorch's ``is_causal``.
+- A query row with no allowed key gives zeros and sends no gradient, forward and backward.
+- No dropout: :func:`fusionkit.attention.attention` uses the sdpa backend when
+  ``dropout_p > 0`` in training.
+- Numerics: scores, softmax statistics and accumulators are fp32. On a GPU, fp16/bf16 tiles
+  go to ``tl.dot`` in their own dtype (fp32 accumulate); fp32 inputs use ``input_precision=
+  "ieee"`` (no tf32), so float32 results match a float64 reference to ~1e-6. Under Triton's
+  interpreter (``TRITON_INTERPRET=1``) every tile is cast to fp32 after loading, because the
+  interpreter computes bf16 wrongly (attention.md).
+
+Differences from Triton's fused-attention tutorial: separate tq and tk, a key mask, any
+length (masked loads), and an explicit zero result for rows with no allowed key.
+
+Expected GPU behaviour (not measured here, no GPU): the forward reads q, k, v once per query
+block pass and writes o and the log-sum-exp: about 2·b·h·(tq·dh + tk·(dh+dv)·ceil(tq/BM) +
+tq·dv) bytes in 16-bit, and 2·b·h·tq·tk·(dh+dv) FLOPs (half of that when causal). The
+backward recomputes the scores twice (dK/dV pass and dQ pass, no atomics): about 2.5x the
+forward's FLOPs. Memory is O(b·h·(tq+tk)·d), never O(tq·tk).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Block sizes by head dim (rows of q, rows of k). One config each: the interpreter cannot
+# autotune across several configs, and these are the usual flash-attention choices.
+_BLOCKS = {16: (64, 64), 32: (64, 64), 64: (64, 64), 128: (64, 32)}
+
+
+def _blocks(d: int) -> tuple[int, int, int]:
+    padded = max(16, triton.next_power_of_2(d))
+    bm, bn = _BLOCKS[padded]
+    return bm, bn, padded
+
+
+@triton.jit
+def _scores(
+    q, k, offs_m, offs_n, mask_ptr, tk, scale,
+    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """Scaled scores (BM, BN) in fp32 and the boolean tile of allowed (query, key) pairs."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+    allowed = (offs_n < tk)[None, :] & (offs_m >= 0)[:, None]
+    if HAS_MASK:
+        keep = tl.load(mask_ptr + offs_n, mask=offs_n < tk, other=0)
+        allowed = allowed & (keep != 0)[None, :]
+    if CAUSAL:
+        allowed = allowed & (offs_n[None, :] <= offs_m[:, None])
+    return s, allowed
+
+
+@triton.jit
+def _fwd_kernel(
+    Q, K, V, O, LSE, MASK,
+    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, smb,
+    H, tq, tk, dh, dv, scale,
+    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+    COMPUTE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
+    BDV: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_d = tl.arange(0, BD)
+    offs_dv = tl.arange(0, BDV)
+    q_ptrs = Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=(offs_m < tq)[:, None] & (offs_d < dh)[None, :], other=0.0)
+    q = q.to(COMPUTE)
+    mask_ptr = MASK + b * smb
+
+    m_i = tl.full([BM], float("-inf"), tl.float32)
+    l_i = tl.zeros([BM], tl.float32)
+    acc = tl.zeros([BM, BDV], tl.float32)
+    hi = tk
+    if CAUSAL:
+        hi = tl.minimum(tk, (pid_m + 1) * BM)
+    for start_n in range(0, hi, BN):
+        offs_n = start_n + tl.arange(0, BN)
+        k = tl.load(
+            K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
+            mask=(offs_n < tk)[:, None] & (offs_d < dh)[None, :], other=0.0,
+        ).to(COMPUTE)
+        v = tl.load(
+            V + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :],
+            mask=(offs_n < tk)[:, None] & (offs_dv < dv)[None, :], other=0.0,
+        ).to(COMPUTE)
+        s, allowed = _scores(
+            q, k, offs_m, offs_n, mask_ptr, tk, scale, HAS_MASK, CAUSAL, PRECISION
+        )
+        s = tl.where(allowed, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # While a row has seen no allowed key, m_new is -inf: shift by 0 so exp gives 0.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp(s - m_safe[:, None])
+        alpha = tl.exp(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(COMPUTE), v, input_precision=PRECISION)
+        m_i = m_new
+
+    has_key = l_i > 0
+    out = acc / tl.where(has_key, l_i, 1.0)[:, None]
+    lse = tl.where(has_key, m_i + tl.log(tl.where(has_key, l_i, 1.0)), 0.0)
+    o_ptrs = O + b * sob + h * soh + offs_m[:, None] * som + offs_dv[None, :]
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=(offs_m < tq)[:, None] & (offs_dv < dv)[None, :])
+    tl.store(LSE + bh * tq + offs_m, lse, mask=offs_m < tq)
+
+
+@triton.jit
+def _probs(
+    q, k, offs_m, offs_n, mask_ptr, lse, tk, scale,
+    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """Recomputed attention probabilities (BM, BN) in fp32; zero where not allowed."""
+    s, allowed = _scores(q, k, offs_m, offs_n, mask_ptr, tk, scale, HAS_MASK, CAUSAL, PRECISION)
+    return tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
+
+
+@triton.jit
+def _bwd_dkdv_kernel(
+    Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
+    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, smb,
+    H, tq, tk, dh, dv, scale,
+    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+    COMPUTE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
+    BDV: tl.constexpr,
+):
+    """One program per key block: dK and dV summed over every query block (no atomics)."""
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_d = tl.arange(0, BD)
+    offs_dv = tl.arange(0, BDV)
+    kv_rows = (offs_n < tk)[:, None]
+    k = tl.load(
+        K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
+        mask=kv_rows & (offs_d < dh)[None, :], other=0.0,
+    ).to(COMPUTE)
+    v = tl.load(
+        V + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :],
+        mask=kv_rows & (offs_dv < dv)[None, :], other=0.0,
+    ).to(COMPUTE)
+    mask_ptr = MASK + b * smb
+    dk = tl.zeros([BN, BD], tl.float32)
+    dv_acc = tl.zeros([BN, BDV], tl.float32)
+    lo = 0
+    if CAUSAL:
+        lo = (pid_n * BN // BM) * BM
+    for start_m in range(lo, tq, BM):
+        offs_m = start_m + tl.arange(0, BM)
+        q_rows = (offs_m < tq)[:, None]
+        q = tl.load(
+            Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
+            mask=q_rows & (offs_d < dh)[None, :], other=0.0,
+        ).to(COMPUTE)
+        do = tl.load(
+            DO + b * sob + h * soh + offs_m[:, None] * som + offs_dv[None, :],
+            mask=q_rows & (offs_dv < dv)[None, :], other=0.0,
+        ).to(COMPUTE)
+        lse = tl.load(LSE + bh * tq + offs_m, mask=offs_m < tq, other=0.0)
+        delta = tl.load(DELTA + bh * tq + offs_m, mask=offs_m < tq, other=0.0)
+        p = _probs(q, k, offs_m, offs_n, mask_ptr, lse, tk, scale, HAS_MASK, CAUSAL, PRECISION)
+        dv_acc += tl.dot(tl.trans(p).to(COMPUTE), do, input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dk += tl.dot(tl.trans(ds).to(COMPUTE), q, input_precision=PRECISION)
+    dk = dk * scale
+    tl.store(
+        DK + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
+        dk.to(DK.dtype.element_ty), mask=kv_rows & (offs_d < dh)[None, :],
+    )
+    tl.store(
+        DV + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :],
+        dv_acc.to(DV.dtype.element_ty), mask=kv_rows & (offs_dv < dv)[None, :],
+    )
+
+
+@triton.jit
+def _bwd_dq_kernel(
+    Q, K, V, DO, DQ, LSE, DELTA, MASK,
+    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, smb,
+    H, tq, tk, dh, dv, scale,
+    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+    COMPUTE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
+    BDV: tl.constexpr,
+):
+    """One program per query block: dQ summed over every key block (no atomics)."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_d = tl.arange(0, BD)
+    offs_dv = tl.arange(0, BDV)
+    q_rows = (offs_m < tq)[:, None]
+    q = tl.load(
+        Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
+        mask=q_rows & (offs_d < dh)[None, :], other=0.0,
+    ).to(COMPUTE)
+    do = tl.load(
+        DO + b * sob + h * soh + offs_m[:, None] * som + offs_dv[None, :],
+        mask=q_rows & (offs_dv < dv)[None, :], other=0.0,
+    ).to(COMPUTE)
+    lse = tl.load(LSE + bh * tq + offs_m, mask=offs_m < tq, other=0.0)
+    delta = tl.load(DELTA + bh * tq + offs_m, mask=offs_m < tq, other=0.0)
+    mask_ptr = MASK + b * smb
+    dq = tl.zeros([BM, BD], tl.float32)
+    hi = tk
+    if CAUSAL:
+        hi = tl.minimum(tk, (pid_m + 1) * BM)
+    for start_n in range(0, hi, BN):
+        offs_n = start_n + tl.arange(0, BN)
+        kv_rows = (offs_n < tk)[:, None]
+        k = tl.load(
+            K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
+            mask=kv_rows & (offs_d < dh)[None, :], other=0.0,
+        ).to(COMPUTE)
+        v = tl.load(
+            V + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :],
+            mask=kv_rows & (offs_dv < dv)[None, :], other=0.0,
+        ).to(COMPUTE)
+        p = _probs(q, k, offs_m, offs_n, mask_ptr, lse, tk, scale, HAS_MASK, CAUSAL, PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(COMPUTE), k, input_precision=PRECISION)
+    tl.store(
+        DQ + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
+        (dq * scale).to(DQ.dtype.element_ty), mask=q_rows & (offs_d < dh)[None, :],
+    )
+
+
+def _launch_args(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, causal: bool):
+    """Mask pointer, strides, sizes and compile-time constants shared by the three kernels."""
+    b, h, tq, dh = q.shape
+    tk, dv = k.shape[2], v.shape[3]
+    bm, bn, bd = _blocks(dh)
+    bdv = _blocks(dv)[2]
+    if key_mask is None:
+        mask = q.new_empty((1, 1), dtype=torch.uint8)
+    else:
+        mask = key_mask.to(torch.uint8).contiguous()
+    fp32 = q.dtype == torch.float32
+    compute = tl.float32 if (INTERPRET or fp32) else (tl.float16 if q.dtype == torch.float16 else tl.bfloat16)
+    strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3])
+    consts = dict(
+        HAS_MASK=key_mask is not None, CAUSAL=causal,
+        PRECISION="ieee", COMPUTE=compute, BM=bm, BN=bn, BD=bd, BDV=bdv,
+    )
+    return mask, strides, (h, tq, tk, dh, dv), consts
+
+
+def flash_forward(
+    q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, causal: bool, scale: float
+) -> tuple[Tensor, Tensor]:
+    """Output (b, h, tq, dv) and fp32 log-sum-exp (b, h, tq) of contiguous q, k, v."""
+    b, h, tq, _ = q.shape
+    o = q.new_empty((b, h, tq, v.shape[3]))
+    lse = torch.empty((b, h, tq), dtype=torch.float32, device=q.device)
+    mask, strides, sizes, consts = _launch_args(q, k, v, key_mask, causal)
+    grid = (triton.cdiv(tq, consts["BM"]), b * h)
+    _fwd_kernel[grid](
+        q, k, v, o, lse, mask, *strides, *o.stride()[:3], mask.stride(0), *sizes, scale,
+        **consts,
+    )
+    return o, lse
+
+
+def flash_backward(
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor,
+    key_mask: Tensor | None, causal: bool, scale: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients dq, dk, dv of contiguous inputs, given the forward's output and lse."""
+    b, h, tq, _ = q.shape
+    do = do.contiguous()
+    delta = (do.float() * o.float()).sum(-1).contiguous()
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    mask, strides, sizes, consts = _launch_args(q, k, v, key_mask, causal)
+    common = (*strides, *do.stride()[:3], mask.stride(0), *sizes, scale)
+    grid_kv = (triton.cdiv(k.shape[2], consts["BN"]), b * h)
+    _bwd_dkdv_kernel[grid_kv](q, k, v, do, dk, dv, lse, delta, mask, *common, **consts)
+    grid_q = (triton.cdiv(tq, consts["BM"]), b * h)
+    _bwd_dq_kernel[grid_q](q, k, v, do, dq, lse, delta, mask, *common, **consts)
+    return dq, dk, dv
