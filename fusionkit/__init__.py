@@ -1,0 +1,50 @@
+"""fusionkit: typed, shape-checked building blocks for multimodal fusion.
+
+Letters in shapes: b batch, t utterances, h heads, d features.
+"""
+
+from fusionkit import attention, data, fusion, losses, typing
+from fusionkit.batch import IGNORE_INDEX, Dialogue, DialogueBatch
+from fusionkit.blocks import (
+    CMATransformer,
+    CrossModalAttention,
+    DialogueContextEncoder,
+    FeedForward,
+    ModalityReconstructor,
+    Reconstruction,
+    TransformerLayer,
+    VariationalFusion,
+    VariationalOutput,
+    stream_name,
+)
+from fusionkit.fusion import ConcatFusion, GatedFusion, LowRankFusion, TensorFusion
+from fusionkit.metrics import ClassificationReport, classification_report
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IGNORE_INDEX",
+    "CMATransformer",
+    "ClassificationReport",
+    "ConcatFusion",
+    "CrossModalAttention",
+    "Dialogue",
+    "DialogueBatch",
+    "DialogueContextEncoder",
+    "FeedForward",
+    "GatedFusion",
+    "LowRankFusion",
+    "ModalityReconstructor",
+    "Reconstruction",
+    "TensorFusion",
+    "TransformerLayer",
+    "VariationalFusion",
+    "VariationalOutput",
+    "attention",
+    "classification_report",
+    "data",
+    "fusion",
+    "losses",
+    "stream_name",
+    "typing",
+]

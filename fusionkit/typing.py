@@ -59,9 +59,7 @@ def typechecked(fn: F) -> F:
 def check_last_dim(name: str, x: Tensor, expected: int) -> None:
     """Fail with a message naming ``name`` unless ``x.shape[-1] == expected``."""
     if x.shape[-1] != expected:
-        raise ValueError(
-            f"{name}: expected last dimension {expected}, got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{name}: expected last dimension {expected}, got shape {tuple(x.shape)}")
 
 
 def check_features(
@@ -77,7 +75,9 @@ def check_features(
     widths must match: a missing or unexpected modality is an error, never ignored.
     """
     if not isinstance(features, Mapping):
-        raise TypeError(f"{name}: expected a mapping of modality name to tensor, got {type(features)}")
+        raise TypeError(
+            f"{name}: expected a mapping of modality name to tensor, got {type(features)}"
+        )
     if expected is not None and set(features) != set(expected):
         missing = sorted(set(expected) - set(features))
         extra = sorted(set(features) - set(expected))

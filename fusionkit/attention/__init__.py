@@ -38,11 +38,7 @@ def triton_available() -> bool:
 
 def triton_supports(q: Tensor, v: Tensor) -> bool:
     """Whether the Triton kernel handles these shapes and dtype (head dims 16..128)."""
-    return (
-        q.dtype in _TRITON_DTYPES
-        and 16 <= q.shape[-1] <= 128
-        and 16 <= v.shape[-1] <= 128
-    )
+    return q.dtype in _TRITON_DTYPES and 16 <= q.shape[-1] <= 128 and 16 <= v.shape[-1] <= 128
 
 
 def _triton(q, k, v, key_mask, causal, scale):
@@ -83,9 +79,7 @@ def attention(
         raise ValueError(f"dropout_p: expected a value in [0, 1), got {dropout_p}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if backend == "auto":
-        use_triton = (
-            q.is_cuda and dropout_p == 0.0 and triton_available() and triton_supports(q, v)
-        )
+        use_triton = q.is_cuda and dropout_p == 0.0 and triton_available() and triton_supports(q, v)
         backend = "triton" if use_triton else "sdpa"
     if backend == "sdpa":
         return sdpa_attention(q, k, v, key_mask, causal, scale, dropout_p)

@@ -47,8 +47,16 @@ def _blocks(d: int) -> tuple[int, int, int]:
 
 @triton.jit
 def _scores(
-    q, k, offs_m, offs_n, mask_ptr, tk, scale,
-    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+    q,
+    k,
+    offs_m,
+    offs_n,
+    mask_ptr,
+    tk,
+    scale,
+    HAS_MASK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """Scaled scores (BM, BN) in fp32 and the boolean tile of allowed (query, key) pairs."""
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
@@ -63,11 +71,38 @@ def _scores(
 
 @triton.jit
 def _fwd_kernel(
-    Q, K, V, O, LSE, MASK,
-    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, smb,
-    H, tq, tk, dh, dv, scale,
-    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
-    COMPUTE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    MASK,
+    sqb,
+    sqh,
+    sqm,
+    skb,
+    skh,
+    skn,
+    svb,
+    svh,
+    svn,
+    sob,
+    soh,
+    som,
+    smb,
+    H,
+    tq,
+    tk,
+    dh,
+    dv,
+    scale,
+    HAS_MASK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    PRECISION: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BD: tl.constexpr,
     BDV: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -92,15 +127,15 @@ def _fwd_kernel(
         offs_n = start_n + tl.arange(0, BN)
         k = tl.load(
             K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
-            mask=(offs_n < tk)[:, None] & (offs_d < dh)[None, :], other=0.0,
+            mask=(offs_n < tk)[:, None] & (offs_d < dh)[None, :],
+            other=0.0,
         ).to(COMPUTE)
         v = tl.load(
             V + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :],
-            mask=(offs_n < tk)[:, None] & (offs_dv < dv)[None, :], other=0.0,
+            mask=(offs_n < tk)[:, None] & (offs_dv < dv)[None, :],
+            other=0.0,
         ).to(COMPUTE)
-        s, allowed = _scores(
-            q, k, offs_m, offs_n, mask_ptr, tk, scale, HAS_MASK, CAUSAL, PRECISION
-        )
+        s, allowed = _scores(q, k, offs_m, offs_n, mask_ptr, tk, scale, HAS_MASK, CAUSAL, PRECISION)
         s = tl.where(allowed, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         # While a row has seen no allowed key, m_new is -inf: shift by 0 so exp gives 0.
@@ -115,14 +150,25 @@ def _fwd_kernel(
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     lse = tl.where(has_key, m_i + tl.log(tl.where(has_key, l_i, 1.0)), 0.0)
     o_ptrs = O + b * sob + h * soh + offs_m[:, None] * som + offs_dv[None, :]
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=(offs_m < tq)[:, None] & (offs_dv < dv)[None, :])
+    tl.store(
+        o_ptrs, out.to(O.dtype.element_ty), mask=(offs_m < tq)[:, None] & (offs_dv < dv)[None, :]
+    )
     tl.store(LSE + bh * tq + offs_m, lse, mask=offs_m < tq)
 
 
 @triton.jit
 def _probs(
-    q, k, offs_m, offs_n, mask_ptr, lse, tk, scale,
-    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+    q,
+    k,
+    offs_m,
+    offs_n,
+    mask_ptr,
+    lse,
+    tk,
+    scale,
+    HAS_MASK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """Recomputed attention probabilities (BM, BN) in fp32; zero where not allowed."""
     s, allowed = _scores(q, k, offs_m, offs_n, mask_ptr, tk, scale, HAS_MASK, CAUSAL, PRECISION)
@@ -131,11 +177,41 @@ def _probs(
 
 @triton.jit
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
-    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, smb,
-    H, tq, tk, dh, dv, scale,
-    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
-    COMPUTE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
+    Q,
+    K,
+    V,
+    DO,
+    DK,
+    DV,
+    LSE,
+    DELTA,
+    MASK,
+    sqb,
+    sqh,
+    sqm,
+    skb,
+    skh,
+    skn,
+    svb,
+    svh,
+    svn,
+    sob,
+    soh,
+    som,
+    smb,
+    H,
+    tq,
+    tk,
+    dh,
+    dv,
+    scale,
+    HAS_MASK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    PRECISION: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BD: tl.constexpr,
     BDV: tl.constexpr,
 ):
     """One program per key block: dK and dV summed over every query block (no atomics)."""
@@ -149,11 +225,13 @@ def _bwd_dkdv_kernel(
     kv_rows = (offs_n < tk)[:, None]
     k = tl.load(
         K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
-        mask=kv_rows & (offs_d < dh)[None, :], other=0.0,
+        mask=kv_rows & (offs_d < dh)[None, :],
+        other=0.0,
     ).to(COMPUTE)
     v = tl.load(
         V + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :],
-        mask=kv_rows & (offs_dv < dv)[None, :], other=0.0,
+        mask=kv_rows & (offs_dv < dv)[None, :],
+        other=0.0,
     ).to(COMPUTE)
     mask_ptr = MASK + b * smb
     dk = tl.zeros([BN, BD], tl.float32)
@@ -166,11 +244,13 @@ def _bwd_dkdv_kernel(
         q_rows = (offs_m < tq)[:, None]
         q = tl.load(
             Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
-            mask=q_rows & (offs_d < dh)[None, :], other=0.0,
+            mask=q_rows & (offs_d < dh)[None, :],
+            other=0.0,
         ).to(COMPUTE)
         do = tl.load(
             DO + b * sob + h * soh + offs_m[:, None] * som + offs_dv[None, :],
-            mask=q_rows & (offs_dv < dv)[None, :], other=0.0,
+            mask=q_rows & (offs_dv < dv)[None, :],
+            other=0.0,
         ).to(COMPUTE)
         lse = tl.load(LSE + bh * tq + offs_m, mask=offs_m < tq, other=0.0)
         delta = tl.load(DELTA + bh * tq + offs_m, mask=offs_m < tq, other=0.0)
@@ -182,21 +262,52 @@ def _bwd_dkdv_kernel(
     dk = dk * scale
     tl.store(
         DK + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
-        dk.to(DK.dtype.element_ty), mask=kv_rows & (offs_d < dh)[None, :],
+        dk.to(DK.dtype.element_ty),
+        mask=kv_rows & (offs_d < dh)[None, :],
     )
     tl.store(
         DV + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :],
-        dv_acc.to(DV.dtype.element_ty), mask=kv_rows & (offs_dv < dv)[None, :],
+        dv_acc.to(DV.dtype.element_ty),
+        mask=kv_rows & (offs_dv < dv)[None, :],
     )
 
 
 @triton.jit
 def _bwd_dq_kernel(
-    Q, K, V, DO, DQ, LSE, DELTA, MASK,
-    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, smb,
-    H, tq, tk, dh, dv, scale,
-    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
-    COMPUTE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
+    Q,
+    K,
+    V,
+    DO,
+    DQ,
+    LSE,
+    DELTA,
+    MASK,
+    sqb,
+    sqh,
+    sqm,
+    skb,
+    skh,
+    skn,
+    svb,
+    svh,
+    svn,
+    sob,
+    soh,
+    som,
+    smb,
+    H,
+    tq,
+    tk,
+    dh,
+    dv,
+    scale,
+    HAS_MASK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    PRECISION: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BD: tl.constexpr,
     BDV: tl.constexpr,
 ):
     """One program per query block: dQ summed over every key block (no atomics)."""
@@ -210,11 +321,13 @@ def _bwd_dq_kernel(
     q_rows = (offs_m < tq)[:, None]
     q = tl.load(
         Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
-        mask=q_rows & (offs_d < dh)[None, :], other=0.0,
+        mask=q_rows & (offs_d < dh)[None, :],
+        other=0.0,
     ).to(COMPUTE)
     do = tl.load(
         DO + b * sob + h * soh + offs_m[:, None] * som + offs_dv[None, :],
-        mask=q_rows & (offs_dv < dv)[None, :], other=0.0,
+        mask=q_rows & (offs_dv < dv)[None, :],
+        other=0.0,
     ).to(COMPUTE)
     lse = tl.load(LSE + bh * tq + offs_m, mask=offs_m < tq, other=0.0)
     delta = tl.load(DELTA + bh * tq + offs_m, mask=offs_m < tq, other=0.0)
@@ -228,11 +341,13 @@ def _bwd_dq_kernel(
         kv_rows = (offs_n < tk)[:, None]
         k = tl.load(
             K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
-            mask=kv_rows & (offs_d < dh)[None, :], other=0.0,
+            mask=kv_rows & (offs_d < dh)[None, :],
+            other=0.0,
         ).to(COMPUTE)
         v = tl.load(
             V + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :],
-            mask=kv_rows & (offs_dv < dv)[None, :], other=0.0,
+            mask=kv_rows & (offs_dv < dv)[None, :],
+            other=0.0,
         ).to(COMPUTE)
         p = _probs(q, k, offs_m, offs_n, mask_ptr, lse, tk, scale, HAS_MASK, CAUSAL, PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
@@ -240,7 +355,8 @@ def _bwd_dq_kernel(
         dq += tl.dot(ds.to(COMPUTE), k, input_precision=PRECISION)
     tl.store(
         DQ + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
-        (dq * scale).to(DQ.dtype.element_ty), mask=q_rows & (offs_d < dh)[None, :],
+        (dq * scale).to(DQ.dtype.element_ty),
+        mask=q_rows & (offs_d < dh)[None, :],
     )
 
 
@@ -255,11 +371,21 @@ def _launch_args(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, causa
     else:
         mask = key_mask.to(torch.uint8).contiguous()
     fp32 = q.dtype == torch.float32
-    compute = tl.float32 if (INTERPRET or fp32) else (tl.float16 if q.dtype == torch.float16 else tl.bfloat16)
+    compute = (
+        tl.float32
+        if (INTERPRET or fp32)
+        else (tl.float16 if q.dtype == torch.float16 else tl.bfloat16)
+    )
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3])
     consts = dict(
-        HAS_MASK=key_mask is not None, CAUSAL=causal,
-        PRECISION="ieee", COMPUTE=compute, BM=bm, BN=bn, BD=bd, BDV=bdv,
+        HAS_MASK=key_mask is not None,
+        CAUSAL=causal,
+        PRECISION="ieee",
+        COMPUTE=compute,
+        BM=bm,
+        BN=bn,
+        BD=bd,
+        BDV=bdv,
     )
     return mask, strides, (h, tq, tk, dh, dv), consts
 
@@ -274,15 +400,32 @@ def flash_forward(
     mask, strides, sizes, consts = _launch_args(q, k, v, key_mask, causal)
     grid = (triton.cdiv(tq, consts["BM"]), b * h)
     _fwd_kernel[grid](
-        q, k, v, o, lse, mask, *strides, *o.stride()[:3], mask.stride(0), *sizes, scale,
+        q,
+        k,
+        v,
+        o,
+        lse,
+        mask,
+        *strides,
+        *o.stride()[:3],
+        mask.stride(0),
+        *sizes,
+        scale,
         **consts,
     )
     return o, lse
 
 
 def flash_backward(
-    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor,
-    key_mask: Tensor | None, causal: bool, scale: float,
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    lse: Tensor,
+    key_mask: Tensor | None,
+    causal: bool,
+    scale: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients dq, dk, dv of contiguous inputs, given the forward's output and lse."""
     b, h, tq, _ = q.shape

@@ -28,12 +28,26 @@ def _(q, k, v, key_mask, causal, scale):
 
 @torch.library.custom_op("fusionkit::flash_attention_bwd", mutates_args=())
 def flash_attention_bwd(
-    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor,
-    key_mask: Tensor | None, causal: bool, scale: float,
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    lse: Tensor,
+    key_mask: Tensor | None,
+    causal: bool,
+    scale: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     return flash_backward(
-        do, q.contiguous(), k.contiguous(), v.contiguous(), o.contiguous(), lse, key_mask,
-        causal, scale,
+        do,
+        q.contiguous(),
+        k.contiguous(),
+        v.contiguous(),
+        o.contiguous(),
+        lse,
+        key_mask,
+        causal,
+        scale,
     )
 
 

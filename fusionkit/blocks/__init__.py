@@ -1,0 +1,21 @@
+"""Building blocks of CMATH-style models; each file holds one block."""
+
+from fusionkit.blocks.cma_transformer import CMATransformer, stream_name
+from fusionkit.blocks.context import DialogueContextEncoder
+from fusionkit.blocks.cross_attention import CrossModalAttention
+from fusionkit.blocks.reconstruction import ModalityReconstructor, Reconstruction
+from fusionkit.blocks.transformer import FeedForward, TransformerLayer
+from fusionkit.blocks.variational import VariationalFusion, VariationalOutput
+
+__all__ = [
+    "CMATransformer",
+    "CrossModalAttention",
+    "DialogueContextEncoder",
+    "FeedForward",
+    "ModalityReconstructor",
+    "Reconstruction",
+    "TransformerLayer",
+    "VariationalFusion",
+    "VariationalOutput",
+    "stream_name",
+]

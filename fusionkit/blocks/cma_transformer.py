@@ -1,0 +1,95 @@
+"""The CMA-Transformer: asymmetric cross-modal augmentation of a central modality (cmath.md, step 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from jaxtyping import Bool
+from torch import Tensor, nn
+
+from fusionkit.attention import Backend
+from fusionkit.blocks.transformer import TransformerLayer
+from fusionkit.typing import check_features, typechecked
+
+
+def stream_name(target: str, source: str) -> str:
+    """Name of the stream of ``target`` augmented by ``source``: ``"target<-source"``."""
+    return f"{target}<-{source}"
+
+
+class CMATransformer(nn.Module):
+    """For each auxiliary modality a, a stack of ``depth`` cross-attention layers whose
+    queries start at the central modality c and whose keys/values are a: the stream ``c<-a``.
+
+    Auxiliaries never receive the central modality's information (the asymmetry): the
+    stream ``c<-a`` depends on c and a only. With ``symmetric=True`` every ordered pair of
+    modalities gets a stream (MulT-style), for the ablation. With no auxiliary modality the
+    block returns the central stream alone.
+
+    Returns a dict: ``central`` -> the central input unchanged, and ``"x<-y"`` -> (b, t, dim)
+    for each pair.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        central: str,
+        auxiliary: Sequence[str],
+        depth: int = 2,
+        heads: int = 8,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+        symmetric: bool = False,
+        backend: Backend = "auto",
+    ):
+        super().__init__()
+        auxiliary = list(auxiliary)
+        if central in auxiliary or len(set(auxiliary)) != len(auxiliary):
+            raise ValueError(
+                f"auxiliary: must be distinct and exclude the central modality {central!r}, got {auxiliary}"
+            )
+        self.dim, self.central, self.auxiliary = dim, central, auxiliary
+        modalities = [central, *auxiliary]
+        if symmetric:
+            pairs = [(t, s) for t in modalities for s in modalities if t != s]
+        else:
+            pairs = [(central, a) for a in auxiliary]
+        self.pairs = pairs
+        self.streams = nn.ModuleDict(
+            {
+                stream_name(t, s): nn.ModuleList(
+                    TransformerLayer(
+                        dim,
+                        heads=heads,
+                        ff_mult=ff_mult,
+                        dropout=dropout,
+                        cross=True,
+                        backend=backend,
+                    )
+                    for _ in range(depth)
+                )
+                for t, s in pairs
+            }
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    @property
+    def output_names(self) -> list[str]:
+        """Keys of the returned dict, in order: the central modality, then each stream."""
+        return [self.central, *(stream_name(t, s) for t, s in self.pairs)]
+
+    @typechecked
+    def forward(
+        self, features: Mapping[str, Tensor], mask: Bool[Tensor, "batch time"]
+    ) -> dict[str, Tensor]:
+        """Augment ``features[central]`` (b, t, dim) by each auxiliary (b, t, dim)."""
+        expected = {m: self.dim for m in [self.central, *self.auxiliary]}
+        check_features("features", features, mask, expected=expected)
+        out = {self.central: features[self.central]}
+        for target, source in self.pairs:
+            u = features[target]
+            for layer in self.streams[stream_name(target, source)]:
+                u = layer(u, mask, features[source], mask)
+            out[stream_name(target, source)] = self.norm(u) * mask.unsqueeze(-1).to(u.dtype)
+        return out

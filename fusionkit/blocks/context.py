@@ -1,0 +1,71 @@
+"""Intra-modal dialogue context: each utterance sees the whole conversation (cmath.md, step 1)."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from fusionkit.attention import Backend
+from fusionkit.blocks.transformer import TransformerLayer
+from fusionkit.typing import check_last_dim, typechecked
+
+
+class DialogueContextEncoder(nn.Module):
+    """Speaker and position embeddings, then ``depth`` pre-norm self-attention layers.
+
+    Args:
+        dim: feature width of input and output.
+        depth: number of transformer layers.
+        heads: attention heads.
+        num_speakers: size of the speaker embedding table (ids 0..num_speakers-1).
+        max_len: longest dialogue the learned position table covers.
+        dropout: dropout inside the layers.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        depth: int = 1,
+        heads: int = 8,
+        num_speakers: int = 9,
+        max_len: int = 512,
+        dropout: float = 0.1,
+        ff_mult: int = 4,
+        backend: Backend = "auto",
+    ):
+        super().__init__()
+        self.dim, self.num_speakers, self.max_len = dim, num_speakers, max_len
+        self.speaker = nn.Embedding(num_speakers, dim)
+        self.position = nn.Embedding(max_len, dim)
+        self.layers = nn.ModuleList(
+            TransformerLayer(dim, heads=heads, ff_mult=ff_mult, dropout=dropout, backend=backend)
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    @typechecked
+    def forward(
+        self,
+        x: Float[Tensor, "batch time dim"],
+        mask: Bool[Tensor, "batch time"],
+        speakers: Int[Tensor, "batch time"],
+    ) -> Float[Tensor, "batch time dim"]:
+        """Contextualise utterances ``x`` (b, t, dim); zeros at padded positions."""
+        check_last_dim("x", x, self.dim)
+        t = x.shape[1]
+        if t > self.max_len:
+            raise ValueError(f"x: dialogue length {t} exceeds max_len={self.max_len}")
+        real = speakers[mask]
+        if real.numel() and (real.min() < 0 or real.max() >= self.num_speakers):
+            raise ValueError(
+                f"speakers: ids must lie in [0, {self.num_speakers}) at real utterances, "
+                f"got range [{int(real.min())}, {int(real.max())}]"
+            )
+        positions = torch.arange(t, device=x.device)
+        spk = self.speaker(speakers.clamp(0, self.num_speakers - 1))
+        h = x + spk.to(x.dtype) + self.position(positions).to(x.dtype)
+        for layer in self.layers:
+            h = layer(h, mask)
+        return self.norm(h) * mask.unsqueeze(-1).to(h.dtype)

@@ -1,0 +1,112 @@
+"""Modality reconstruction: compress a modality and reconstruct it (cmath.md, step 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from einops import rearrange
+from jaxtyping import Bool, Float
+from torch import Tensor, nn
+
+from fusionkit.losses.masked import masked_mse
+from fusionkit.typing import check_last_dim, typechecked
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """``latent`` (b, t, latent_dim), ``reconstruction`` (b, t, in_dim), scalar ``loss``."""
+
+    latent: Tensor
+    reconstruction: Tensor
+    loss: Tensor
+
+
+def halving_widths(start: int, stop: int) -> list[int]:
+    """Channel widths that halve from ``start`` while staying above ``stop``, then ``stop``."""
+    widths = [start]
+    while widths[-1] // 2 > stop:
+        widths.append(widths[-1] // 2)
+    return [*widths, stop]
+
+
+class ModalityReconstructor(nn.Module):
+    """A 1-D convolutional U-Net (or an MLP autoencoder) over the utterance axis.
+
+    The encoder halves the channel width at each level down to ``latent_dim``; the decoder
+    mirrors it with skip connections and reconstructs the input. The time axis keeps its
+    length, and padded positions are zeroed before every convolution so that they never
+    leak into real ones. ``loss`` is :func:`~fusionkit.losses.masked_mse` (mean over features)
+    over real utterances.
+
+    Args:
+        in_dim: input feature width d_m.
+        latent_dim: width d_z of the compressed representation.
+        hidden_dim: width of the first level (defaults to ``in_dim``).
+        dropout: dropout after each activation.
+        kind: ``"unet"`` (convolutional, sees neighbouring utterances) or ``"mlp"``.
+        kernel_size: odd convolution width over utterances.
+        skip: U-Net skip connections (``"unet"`` only).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        *,
+        latent_dim: int,
+        hidden_dim: int | None = None,
+        dropout: float = 0.0,
+        kind: Literal["unet", "mlp"] = "unet",
+        kernel_size: int = 3,
+        skip: bool = True,
+    ):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd to keep the time length, got {kernel_size}")
+        if kind not in ("unet", "mlp"):
+            raise ValueError(f"kind: expected 'unet' or 'mlp', got {kind!r}")
+        self.in_dim, self.kind, self.skip = in_dim, kind, skip and kind == "unet"
+        widths = [in_dim, *halving_widths(hidden_dim or in_dim, latent_dim)]
+        if widths[1] == in_dim:
+            widths = widths[1:]
+        k = kernel_size if kind == "unet" else 1
+        conv = lambda i, o: nn.Conv1d(i, o, k, padding=k // 2)  # noqa: E731
+        self.down = nn.ModuleList(conv(i, o) for i, o in zip(widths[:-1], widths[1:]))
+        pairs = list(zip(reversed(widths[1:]), reversed(widths[:-1])))
+        # Every decoder level but the last also sees its encoder twin (the U-Net skip).
+        self.up = nn.ModuleList(
+            conv(i + (o if self.skip and j < len(pairs) - 1 else 0), o)
+            for j, (i, o) in enumerate(pairs)
+        )
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(dropout)
+
+    def _apply(self, layer: nn.Module, h: Tensor, keep: Tensor, last: bool) -> Tensor:
+        h = layer(h * keep)
+        return h if last else self.drop(self.act(h))
+
+    @typechecked
+    def forward(
+        self, x: Float[Tensor, "batch time in_dim"], mask: Bool[Tensor, "batch time"]
+    ) -> Reconstruction:
+        """Compress and reconstruct ``x`` (b, t, in_dim); outputs are zero at padding."""
+        check_last_dim("x", x, self.in_dim)
+        keep = rearrange(mask, "b t -> b 1 t").to(x.dtype)
+        h = rearrange(x, "b t d -> b d t")
+        skips = []
+        for i, layer in enumerate(self.down):
+            skips.append(h)
+            h = self._apply(layer, h, keep, last=i == len(self.down) - 1)
+        latent = h * keep
+        for i, layer in enumerate(self.up):
+            skip = skips[-1 - i]
+            if self.skip and i < len(self.up) - 1:
+                h = torch.cat([h, skip], dim=1)
+            h = self._apply(layer, h, keep, last=i == len(self.up) - 1)
+        recon = rearrange(h * keep, "b d t -> b t d")
+        return Reconstruction(
+            latent=rearrange(latent, "b d t -> b t d"),
+            reconstruction=recon,
+            loss=masked_mse(recon, x, mask),
+        )

@@ -1,0 +1,48 @@
+"""Losses averaged over real utterances: reconstruction error and Gaussian KL."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from fusionkit.typing import typechecked
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of per-utterance ``values`` (b, t) over real utterances; 0 when there are none."""
+    weights = mask.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+@typechecked
+def masked_mse(
+    prediction: Float[Tensor, "batch time dim"],
+    target: Float[Tensor, "batch time dim"],
+    mask: Bool[Tensor, "batch time"],
+    *,
+    reduction: Literal["mean", "sum"] = "mean",
+) -> Float[Tensor, ""]:
+    """Squared error per utterance (mean or sum over features), averaged over real utterances.
+
+    Padded positions never count, whatever they hold (cmath.md, step 2).
+    """
+    err = (prediction.float() - target.float()).square()
+    err = torch.where(mask.unsqueeze(-1), err, torch.zeros((), device=err.device))
+    per_utt = err.mean(-1) if reduction == "mean" else err.sum(-1)
+    return masked_mean(per_utt, mask)
+
+
+@typechecked
+def gaussian_kl(
+    mu: Float[Tensor, "batch time dim"],
+    logvar: Float[Tensor, "batch time dim"],
+    mask: Bool[Tensor, "batch time"],
+) -> Float[Tensor, ""]:
+    """KL(N(mu, exp(logvar)) || N(0, I)), summed over features, averaged over real utterances."""
+    mu, logvar = mu.float(), logvar.float()
+    kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+    kl = torch.where(mask, kl, torch.zeros((), device=kl.device))
+    return masked_mean(kl, mask)
