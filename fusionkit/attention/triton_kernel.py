@@ -362,7 +362,7 @@ def _bwd_dq_kernel(
 
 def _launch_args(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, causal: bool):
     """Mask pointer, strides, sizes and compile-time constants shared by the three kernels."""
-    b, h, tq, dh = q.shape
+    _b, h, tq, dh = q.shape
     tk, dv = k.shape[2], v.shape[3]
     bm, bn, bd = _blocks(dh)
     bdv = _blocks(dv)[2]

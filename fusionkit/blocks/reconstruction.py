@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -72,7 +73,7 @@ class ModalityReconstructor(nn.Module):
             widths = widths[1:]
         k = kernel_size if kind == "unet" else 1
         conv = lambda i, o: nn.Conv1d(i, o, k, padding=k // 2)  # noqa: E731
-        self.down = nn.ModuleList(conv(i, o) for i, o in zip(widths[:-1], widths[1:]))
+        self.down = nn.ModuleList(conv(i, o) for i, o in itertools.pairwise(widths))
         pairs = list(zip(reversed(widths[1:]), reversed(widths[:-1])))
         # Every decoder level but the last also sees its encoder twin (the U-Net skip).
         self.up = nn.ModuleList(
