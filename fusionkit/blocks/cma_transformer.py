@@ -26,7 +26,7 @@ class CMATransformer(nn.Module):
     modalities gets a stream (MulT-style), for the ablation. With no auxiliary modality the
     block returns the central stream alone.
 
-    Returns a dict: ``central`` -> the central input unchanged, and ``"x<-y"`` -> (b, t, dim)
+    Returns a dict: ``central`` -> the central input (zeroed at padding), and ``"x<-y"`` -> (b, t, dim)
     for each pair.
     """
 
@@ -86,10 +86,11 @@ class CMATransformer(nn.Module):
         """Augment ``features[central]`` (b, t, dim) by each auxiliary (b, t, dim)."""
         expected = {m: self.dim for m in [self.central, *self.auxiliary]}
         check_features("features", features, mask, expected=expected)
-        out = {self.central: features[self.central]}
+        keep = mask.unsqueeze(-1)
+        out = {self.central: features[self.central] * keep.to(features[self.central].dtype)}
         for target, source in self.pairs:
             u = features[target]
             for layer in self.streams[stream_name(target, source)]:
                 u = layer(u, mask, features[source], mask)
-            out[stream_name(target, source)] = self.norm(u) * mask.unsqueeze(-1).to(u.dtype)
+            out[stream_name(target, source)] = self.norm(u) * keep.to(u.dtype)
         return out

@@ -83,7 +83,7 @@ class ModalityReconstructor(nn.Module):
         self.act = nn.GELU()
         self.drop = nn.Dropout(dropout)
 
-    def _apply(self, layer: nn.Module, h: Tensor, keep: Tensor, last: bool) -> Tensor:
+    def _conv(self, layer: nn.Module, h: Tensor, keep: Tensor, last: bool) -> Tensor:
         h = layer(h * keep)
         return h if last else self.drop(self.act(h))
 
@@ -98,13 +98,13 @@ class ModalityReconstructor(nn.Module):
         skips = []
         for i, layer in enumerate(self.down):
             skips.append(h)
-            h = self._apply(layer, h, keep, last=i == len(self.down) - 1)
+            h = self._conv(layer, h, keep, last=i == len(self.down) - 1)
         latent = h * keep
         for i, layer in enumerate(self.up):
             skip = skips[-1 - i]
             if self.skip and i < len(self.up) - 1:
                 h = torch.cat([h, skip], dim=1)
-            h = self._apply(layer, h, keep, last=i == len(self.up) - 1)
+            h = self._conv(layer, h, keep, last=i == len(self.up) - 1)
         recon = rearrange(h * keep, "b d t -> b t d")
         return Reconstruction(
             latent=rearrange(latent, "b d t -> b t d"),

@@ -1,0 +1,23 @@
+"""Shared test set-up: Triton's interpreter on CPU-only machines, seeding, tolerances."""
+
+import os
+
+import torch
+
+# The interpreter is chosen when @triton.jit runs, i.e. when fusionkit's kernel module is
+# first imported: set it before any test imports it (attention.md).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Relative Frobenius error of ``actual`` against ``expected``, computed in float64."""
+    a, e = actual.double(), expected.double()
+    return ((a - e).norm() / e.norm().clamp_min(1e-12)).item()
