@@ -182,7 +182,7 @@ def test_bad_inputs_name_the_argument():
         attention(q, q, q, key_mask=torch.ones(1, 3))
     with pytest.raises(TypeCheckError, match="parameter 'backend'"):
         attention(q, q, q, backend="flash")
-    with pytest.raises(ValueError, match="head dims 16..128"):
+    with pytest.raises(ValueError, match=r"head dims 16\.\.128"):
         attention(
             torch.randn(1, 1, 2, 8),
             torch.randn(1, 1, 2, 8),
