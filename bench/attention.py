@@ -53,7 +53,9 @@ def _peak_mib(fn, device):
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
         fn()
     # Net bytes each op allocates itself (frees outside ops appear as "[memory]" events),
     # in time order: the running sum's maximum is the peak at op granularity.
@@ -65,20 +67,36 @@ def _peak_mib(fn, device):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: fp16 on CUDA, fp32 on CPU)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="float32, float16 or bfloat16 (default: fp16 on CUDA, fp32 on CPU)",
+    )
     parser.add_argument("--max-len", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = args.device
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device == "cuda" else torch.float32)
+    dtype = (
+        getattr(torch, args.dtype)
+        if args.dtype
+        else (torch.float16 if device == "cuda" else torch.float32)
+    )
     backends = ["sdpa", "math"] + (["triton"] if device == "cuda" and triton_available() else [])
     lengths = [n for n in (64, 256, 1024, 4096) if n <= args.max_len]
-    rows = [(1, 8, tq, tk, dh) for dh in (64, 128) for tq, tk in itertools.product(lengths, lengths)]
+    rows = [
+        (1, 8, tq, tk, dh) for dh in (64, 128) for tq, tk in itertools.product(lengths, lengths)
+    ]
     rows.append((16, 8, 110, 110, 32))
-    print(f"device={device} dtype={dtype} torch={torch.__version__} threads={torch.get_num_threads()}")
-    print(f"backends: {', '.join(backends)}; key mask with ~10% padding; times are medians of {args.repeats}")
+    print(
+        f"device={device} dtype={dtype} torch={torch.__version__} threads={torch.get_num_threads()}"
+    )
+    print(
+        f"backends: {', '.join(backends)}; key mask with ~10% padding; times are medians of {args.repeats}"
+    )
     header = f"{'b':>3} {'h':>2} {'tq':>5} {'tk':>5} {'dh':>4} | {'backend':>7} | {'fwd ms':>9} {'x sdpa':>7} | {'fwd+bwd ms':>10} {'x sdpa':>7} | {'peak MiB':>9}"
     print(header)
     print("-" * len(header))

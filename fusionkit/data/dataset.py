@@ -1,0 +1,128 @@
+"""A conversation dataset: dialogues, splits, label names and where they came from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from fusionkit.batch import IGNORE_INDEX, Dialogue, DialogueBatch
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class ConversationDataset:
+    """Dialogues by id, ``splits`` (train/dev/test -> ids), ``label_names`` in label order.
+
+    ``source`` says what was read (file, detected layout, choices made); ``info`` holds
+    anything else a reader reports (feature widths, layout id, ...).
+    """
+
+    name: str
+    dialogues: dict[str, Dialogue]
+    splits: dict[str, list[str]]
+    label_names: list[str]
+    num_speakers: int
+    source: str = ""
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for split, ids in self.splits.items():
+            missing = [i for i in ids if i not in self.dialogues]
+            if missing:
+                raise ValueError(
+                    f"split {split!r}: {len(missing)} dialogue ids have no dialogue, e.g. {missing[:3]}"
+                )
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modality names, sorted."""
+        return sorted(next(iter(self.dialogues.values())).features)
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        """Width of each modality's features."""
+        first = next(iter(self.dialogues.values()))
+        return {m: int(first.features[m].shape[1]) for m in self.modalities}
+
+    def split(self, name: str) -> list[Dialogue]:
+        """The dialogues of split ``name``, in the split's order."""
+        if name not in self.splits:
+            raise KeyError(f"split {name!r} not in {sorted(self.splits)}")
+        return [self.dialogues[i] for i in self.splits[name]]
+
+    def num_utterances(self, split: str) -> int:
+        return sum(int((np.asarray(d.labels) != IGNORE_INDEX).sum()) for d in self.split(split))
+
+    def with_dev_split(self, fraction: float = 0.1, seed: int = 0) -> ConversationDataset:
+        """If there is no dev split, move a fixed, seeded ``fraction`` of training dialogues into one."""
+        if self.splits.get("dev"):
+            return self
+        train = list(self.splits["train"])
+        rng = np.random.default_rng(seed)
+        n_dev = max(1, round(fraction * len(train)))
+        dev_idx = set(rng.permutation(len(train))[:n_dev].tolist())
+        splits = dict(self.splits)
+        splits["dev"] = [d for i, d in enumerate(train) if i in dev_idx]
+        splits["train"] = [d for i, d in enumerate(train) if i not in dev_idx]
+        return replace(
+            self,
+            splits=splits,
+            source=f"{self.source}; dev = seeded {fraction:.0%} of train (seed {seed})",
+        )
+
+    def select_modalities(self, names: Sequence[str]) -> ConversationDataset:
+        """The same dataset with only the modalities ``names`` (a clear error for unknown ones)."""
+        unknown = sorted(set(names) - set(self.modalities))
+        if unknown or not names:
+            raise ValueError(
+                f"modalities: {unknown or 'none'} not available; this dataset has {self.modalities}"
+            )
+        dialogues = {
+            k: replace(d, features={m: d.features[m] for m in names})
+            for k, d in self.dialogues.items()
+        }
+        return replace(self, dialogues=dialogues)
+
+    def class_counts(self, split: str = "train") -> np.ndarray:
+        labels = np.concatenate([np.asarray(d.labels) for d in self.split(split)])
+        return np.bincount(labels[labels != IGNORE_INDEX], minlength=len(self.label_names))
+
+    def class_weights(self, split: str = "train") -> torch.Tensor:
+        """Inverse class frequencies of ``split`` (as SDT and MMGCN weight IEMOCAP), computed, not hard-coded."""
+        counts = self.class_counts(split).astype(np.float64)
+        freq = counts / counts.sum()
+        return torch.tensor(
+            np.where(freq > 0, 1.0 / np.maximum(freq, 1e-12), 0.0), dtype=torch.float32
+        )
+
+    def batches(
+        self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0
+    ) -> Iterator[DialogueBatch]:
+        """Padded batches of ``split``; with ``shuffle``, in a seeded random order."""
+        dialogues = self.split(split)
+        order = (
+            np.random.default_rng(seed).permutation(len(dialogues))
+            if shuffle
+            else range(len(dialogues))
+        )
+        order = list(order)
+        for start in range(0, len(order), batch_size):
+            yield DialogueBatch.collate([dialogues[i] for i in order[start : start + batch_size]])
+
+    def summary(self) -> str:
+        """One line per split with dialogue and utterance counts, and the modalities."""
+        dims = ", ".join(f"{m} {d}" for m, d in self.feature_dims.items())
+        lines = [
+            f"{self.name}: {len(self.label_names)} classes, modalities: {dims}",
+            f"source: {self.source}",
+        ]
+        for s in SPLITS:
+            if s in self.splits:
+                lines.append(
+                    f"  {s}: {len(self.splits[s])} dialogues, {self.num_utterances(s)} utterances"
+                )
+        return "\n".join(lines)
