@@ -14,6 +14,7 @@ recorded by the PyTorch profiler during one call.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import statistics
 import time
@@ -108,8 +109,8 @@ def main() -> None:
         base = {}
         for backend in backends:
             leaves = [x.clone().requires_grad_() for x in (q, k, v)]
-            fwd = lambda: _step(backend, *leaves, mask, False)  # noqa: E731
-            both = lambda: _step(backend, *leaves, mask, True)  # noqa: E731
+            fwd = functools.partial(_step, backend, *leaves, mask, False)
+            both = functools.partial(_step, backend, *leaves, mask, True)
             with torch.no_grad():
                 t_fwd = _time_ms(fwd, device, args.repeats)
             t_both = _time_ms(both, device, args.repeats)

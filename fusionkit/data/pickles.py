@@ -202,9 +202,7 @@ def _describe(obj: object) -> str:
 
 def detect_layout(obj: object, *, source: str = "<object>") -> Layout:
     """The layout of an unpickled feature file, or a :class:`LayoutError` saying what was found."""
-    if isinstance(obj, tuple | list) and all(
-        isinstance(x, dict) or isinstance(x, list | set | tuple) for x in obj
-    ):
+    if isinstance(obj, tuple | list) and all(isinstance(x, dict | list | set | tuple) for x in obj):
         candidates = [lay for lay in LAYOUTS if len(lay.fields) == len(obj)]
         for layout in candidates:
             field = dict(zip(layout.fields, obj, strict=True))
