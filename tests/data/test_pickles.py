@@ -129,7 +129,7 @@ def test_arbitrary_class_is_refused(tmp_path):
     import collections
 
     _dump(tmp_path / "c.pkl", collections.Counter("abc"))
-    with pytest.raises(UnsafePickleError, match="collections.Counter"):
+    with pytest.raises(UnsafePickleError, match=r"collections\.Counter"):
         read_feature_pickle(tmp_path / "c.pkl")
 
 
