@@ -87,6 +87,28 @@ class ConversationDataset:
         }
         return replace(self, dialogues=dialogues)
 
+    def standardized(self, split: str = "train", eps: float = 1e-6) -> ConversationDataset:
+        """Every modality shifted and scaled by the per-feature mean and std of ``split``."""
+        stats = {}
+        for m in self.modalities:
+            x = np.concatenate(
+                [np.asarray(d.features[m], dtype=np.float64) for d in self.split(split)]
+            )
+            stats[m] = (x.mean(0), x.std(0) + eps)
+        dialogues = {
+            k: replace(
+                d,
+                features={
+                    m: ((x - stats[m][0]) / stats[m][1]).astype(np.float32)
+                    for m, x in d.features.items()
+                },
+            )
+            for k, d in self.dialogues.items()
+        }
+        return replace(
+            self, dialogues=dialogues, source=f"{self.source}; standardized by {split} statistics"
+        )
+
     def class_counts(self, split: str = "train") -> np.ndarray:
         labels = np.concatenate([np.asarray(d.labels) for d in self.split(split)])
         return np.bincount(labels[labels != IGNORE_INDEX], minlength=len(self.label_names))
