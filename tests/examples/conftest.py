@@ -1,0 +1,25 @@
+"""A tiny synthetic run of examples/cmath/train.py, shared by the end-to-end tests."""
+
+TINY = [
+    "--set",
+    "data.num_dialogues=18",
+    "--set",
+    "data.min_len=3",
+    "--set",
+    "data.max_len=12",
+    "--set",
+    "data.dims={text = 16, audio = 12, visual = 8}",
+    "--set",
+    "model.hidden_dim=16",
+    "--set",
+    "model.heads=2",
+    "--set",
+    "model.compressed_dim=8",
+    "--set",
+    "model.reconstruction_hidden=0",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.lr=3e-3",
+    "--quiet",
+]

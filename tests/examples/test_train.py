@@ -1,0 +1,127 @@
+"""End-to-end runs of examples/cmath/train.py on tiny synthetic data."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from examples.cmath import train
+from tests.examples.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(out, *extra):
+    assert train.main([*TINY, "--out", str(out), *extra]) == 0
+    return json.loads((out / "seed0" / "results.json").read_text())
+
+
+def test_training_reports_everything(tmp_path):
+    res = _run(tmp_path, "--epochs", "4", "--probe")
+    history = res["history"]
+    assert len(history) == 4
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    for key in ("test_at_best_dev", "best_test_over_epochs", "dev_at_best_dev"):
+        assert {"accuracy", "weighted_f1", "per_class_f1", "confusion"} <= set(res[key])
+    assert set(res["test_at_best_dev"]["per_class_f1"]) == {
+        "hap",
+        "sad",
+        "neu",
+        "ang",
+        "exc",
+        "fru",
+    }
+    best = max(h["test_weighted_f1"] for h in history)
+    assert res["best_test_over_epochs"]["weighted_f1"] == pytest.approx(best)
+    at_dev = history[res["best_dev_epoch"] - 1]
+    assert res["test_at_best_dev"]["weighted_f1"] == pytest.approx(at_dev["test_weighted_f1"])
+    assert {"accuracy", "weighted_f1", "C"} <= set(res["linear_probe"])
+    for name in ("confusion.png", "curves.png", "best.pt", "last.pt"):
+        assert (tmp_path / "seed0" / name).stat().st_size > 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["test_at_best_dev/weighted_f1"]["mean"] == pytest.approx(
+        res["test_at_best_dev"]["weighted_f1"]
+    )
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a = _run(tmp_path / "a", "--epochs", "2")
+    b = _run(tmp_path / "b", "--epochs", "2")
+    assert a["history"] == b["history"]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = _run(tmp_path / "full", "--epochs", "4")
+    _run(tmp_path / "cut", "--epochs", "2")
+    resumed = _run(tmp_path / "cut", "--epochs", "4", "--resume")
+    assert resumed["history"] == full["history"]
+    a = torch.load(tmp_path / "full" / "seed0" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "seed0" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_scores_a_checkpoint(tmp_path, capsys):
+    res = _run(tmp_path, "--epochs", "2")
+    capsys.readouterr()
+    assert train.main(["--eval", str(tmp_path / "seed0" / "best.pt"), "--quiet"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["weighted_f1"] == pytest.approx(res["test_at_best_dev"]["weighted_f1"])
+
+
+def test_several_seeds_give_mean_and_std(tmp_path):
+    train.main([*TINY, "--out", str(tmp_path), "--epochs", "1", "--seeds", "0", "1"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    stat = summary["test_at_best_dev/weighted_f1"]
+    assert len(stat["values"]) == 2 and stat["std"] >= 0
+    assert stat["mean"] == pytest.approx(sum(stat["values"]) / 2)
+
+
+def test_ablation_table(tmp_path):
+    train.main([*TINY, "--out", str(tmp_path), "--epochs", "1", "--ablations"])
+    table = (tmp_path / "ablations.md").read_text()
+    for row in (
+        "CMATH (full)",
+        "w/o modality reconstruction",
+        "symmetric fusion",
+        "central = text only",
+        "central = audio only",
+        "w/o variational fusion",
+        "w/o hierarchical distillation",
+        "single granularity",
+    ):
+        assert row in table
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not on PATH")
+def test_two_process_ddp_equals_one_process(tmp_path):
+    """With the stochastic parts off, 2 gloo processes train to the same model and figures."""
+    det = ["--set", "model.dropout=0.0", "--set", "model.fusion='concat'", "--epochs", "2"]
+    single = _run(tmp_path / "one", *det)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [
+        "torchrun",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        str(ROOT / "examples/cmath/train.py"),
+        *TINY,
+        *det,
+        "--out",
+        str(tmp_path / "two"),
+    ]
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT, timeout=300)
+    double = json.loads((tmp_path / "two" / "seed0" / "results.json").read_text())
+    assert double["world_size"] == 2
+    for a, b in zip(single["history"], double["history"], strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        for k in ("dev_weighted_f1", "test_weighted_f1", "test_accuracy"):
+            assert b[k] == pytest.approx(a[k], abs=1e-6)
+    p1 = torch.load(tmp_path / "one" / "seed0" / "last.pt", weights_only=True)["model"]
+    p2 = torch.load(tmp_path / "two" / "seed0" / "last.pt", weights_only=True)["model"]
+    for k in p1:
+        torch.testing.assert_close(p2[k], p1[k], atol=1e-5, rtol=1e-4)
