@@ -250,10 +250,13 @@ def train_seed(
             disable=True if quiet or rank else None,
         )
         for start in bar:
-            chunk = [train[i] for i in order[start : start + tc.batch_size]][rank::size]
-            batch = DialogueBatch.collate(chunk).to(device) if chunk else None
+            chunk = [train[i] for i in order[start : start + tc.batch_size]]
+            local = chunk[rank::size]
+            # A process left without a dialogue in the last, short batch still runs one
+            # (weighted 0) so that every process takes part in the same collectives.
+            batch = DialogueBatch.collate(local or chunk[:1]).to(device)
             counts = torch.zeros(2, device=device)
-            if batch is not None:
+            if local:
                 valid = batch.labels != IGNORE_INDEX
                 w = (
                     class_weights[batch.labels.clamp_min(0)] * valid
@@ -263,10 +266,9 @@ def train_seed(
                 counts += torch.stack([w.sum(), batch.mask.sum().float()])
             counts = all_sum(counts)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                if batch is None:  # this process has no dialogue in the last, short batch
-                    loss = sum(p.sum() for p in model.parameters()) * 0.0
-                else:
-                    loss = objective(batch, class_weights, (counts[0], counts[1])).total
+                loss = objective(batch, class_weights, (counts[0], counts[1])).total * (
+                    1.0 if local else 0.0
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss * size).backward()  # DDP averages: scale back to the global sum
             scaler.unscale_(optimizer)

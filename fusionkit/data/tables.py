@@ -8,6 +8,7 @@ names the file, the row (1-based, header excluded) and what is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
@@ -90,10 +91,8 @@ def clean_text(text: str) -> str:
     """Undo cp1252 leftovers (mojibake, C1 control characters), make quotes, dashes and
     ellipses ASCII, and collapse white space."""
     if _MOJIBAKE.search(text):
-        try:
+        with contextlib.suppress(UnicodeError):
             text = text.encode("cp1252").decode("utf-8")
-        except UnicodeError:
-            pass
     text = "".join(
         bytes([ord(c)]).decode("cp1252", errors="replace") if 0x80 <= ord(c) <= 0x9F else c
         for c in text

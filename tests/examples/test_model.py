@@ -88,7 +88,7 @@ def test_any_subset_of_modalities(data, modalities):
         in model.describe()
     )
     batch = next(ds.batches("train", 4))
-    losses, out = _train_steps(model, batch, steps=3)
+    _, out = _train_steps(model, batch, steps=3)
     assert all(torch.isfinite(v) for v in out.terms.values())
     if modalities == ["text"]:  # no auxiliary: the CMA branch is the central stream alone
         assert model.cma["text"].output_names == ["text"]
