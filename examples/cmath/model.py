@@ -57,6 +57,7 @@ class CMATHConfig:
     reconstruction_kind: Literal["unet", "mlp"] = "unet"
     compressed_dim: int = 128
     reconstruction_hidden: int | None = None  # first U-Net level's width (None: the input's)
+    reconstruction_reduction: Literal["sum", "mean"] = "sum"  # ||x - x_hat||^2, or its mean
     # step 3: CMA-Transformer; None = every modality takes the central role in turn
     centrals: list[str] | None = None
     symmetric: bool = False
@@ -71,7 +72,7 @@ class CMATHConfig:
     feature_distillation: float = 0.0
     feature_distillation_kind: Literal["mse", "cosine"] = "mse"
     # step 7: loss weights
-    alpha: float = 1.0
+    alpha: float = 1e-3  # L_rec sums squared errors over features: thousands at the start
     beta: float = 0.01
     gamma: float = 1.0
     backend: str = "auto"
@@ -131,6 +132,7 @@ class CMATH(nn.Module):
                     latent_dim=min(c.compressed_dim, c.input_dims[m]),
                     hidden_dim=min(c.reconstruction_hidden or c.input_dims[m], c.input_dims[m]),
                     kind=c.reconstruction_kind,
+                    loss_reduction=c.reconstruction_reduction,
                 )
                 for m in self.modalities
             }

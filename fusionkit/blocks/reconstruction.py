@@ -38,8 +38,9 @@ class ModalityReconstructor(nn.Module):
     The encoder halves the channel width at each level down to ``latent_dim``; the decoder
     mirrors it with skip connections and reconstructs the input. The time axis keeps its
     length, and padded positions are zeroed before every convolution so that they never
-    leak into real ones. ``loss`` is :func:`~fusionkit.losses.masked_mse` (mean over features)
-    over real utterances.
+    leak into real ones. ``loss`` is ``||x - x_hat||^2`` per utterance (``loss_reduction=
+    "sum"``, the design note's Frobenius form; ``"mean"`` divides by ``in_dim``), averaged
+    over real utterances (:func:`~fusionkit.losses.masked_mse`).
 
     Args:
         in_dim: input feature width d_m.
@@ -49,6 +50,7 @@ class ModalityReconstructor(nn.Module):
         kind: ``"unet"`` (convolutional, sees neighbouring utterances) or ``"mlp"``.
         kernel_size: odd convolution width over utterances.
         skip: U-Net skip connections (``"unet"`` only).
+        loss_reduction: ``"sum"`` or ``"mean"`` over features.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class ModalityReconstructor(nn.Module):
         kind: Literal["unet", "mlp"] = "unet",
         kernel_size: int = 3,
         skip: bool = True,
+        loss_reduction: Literal["sum", "mean"] = "sum",
     ):
         super().__init__()
         if kernel_size % 2 != 1:
@@ -68,6 +71,7 @@ class ModalityReconstructor(nn.Module):
         if kind not in ("unet", "mlp"):
             raise ValueError(f"kind: expected 'unet' or 'mlp', got {kind!r}")
         self.in_dim, self.kind, self.skip = in_dim, kind, skip and kind == "unet"
+        self.loss_reduction = loss_reduction
         widths = [in_dim, *halving_widths(hidden_dim or in_dim, latent_dim)]
         if widths[1] == in_dim:
             widths = widths[1:]
@@ -109,5 +113,5 @@ class ModalityReconstructor(nn.Module):
         return Reconstruction(
             latent=rearrange(latent, "b d t -> b t d"),
             reconstruction=recon,
-            loss=masked_mse(recon, x, mask),
+            loss=masked_mse(recon, x, mask, reduction=self.loss_reduction),
         )
