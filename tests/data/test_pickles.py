@@ -149,3 +149,18 @@ def test_npz_round_trip(tmp_path):
     np.savez(tmp_path / "other.npz", a=np.zeros(2))
     with pytest.raises(ValueError, match="not a fusionkit dataset file"):
         load_npz(tmp_path / "other.npz")
+
+
+def test_convert_command_writes_a_readable_npz(tmp_path, capsys):
+    from fusionkit.data.convert import main
+
+    write_layout(tmp_path / "c.pkl", "C")
+    main([str(tmp_path / "c.pkl"), str(tmp_path / "c.npz"), "--text", "mean"])
+    assert "layout C" in capsys.readouterr().out
+    original = read_feature_pickle(tmp_path / "c.pkl", text="mean")
+    converted = load_npz(tmp_path / "c.npz")
+    assert converted.splits == original.splits and converted.modalities == original.modalities
+    did = next(iter(original.dialogues))
+    assert np.array_equal(
+        converted.dialogues[did].features["text"], original.dialogues[did].features["text"]
+    )

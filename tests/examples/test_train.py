@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from examples.cmath import train
+from examples.cmath.config import DataConfig
 from tests.examples.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,3 +126,59 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     p2 = torch.load(tmp_path / "two" / "seed0" / "last.pt", weights_only=True)["model"]
     for k in p1:
         torch.testing.assert_close(p2[k], p1[k], atol=1e-5, rtol=1e-4)
+
+
+MELD = ROOT.parent / "shared" / "data" / "meld"
+
+
+@pytest.mark.skipif(not MELD.exists(), reason=f"MELD transcripts not found at {MELD}")
+def test_meld_csv_slice_end_to_end(tmp_path):
+    """Real MELD transcripts: text features (cached), a short training, and the report."""
+    pytest.importorskip("sentence_transformers", reason="the 'text' extra is not installed")
+    args = [
+        "--dataset",
+        "meld-csv",
+        "--data",
+        str(MELD),
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "2",
+        "--set",
+        "data.limit_dialogues=12",
+        "--set",
+        f"data.cache_dir='{tmp_path / 'cache'}'",
+        "--set",
+        "model.hidden_dim=16",
+        "--set",
+        "model.heads=2",
+        "--set",
+        "model.compressed_dim=16",
+        "--set",
+        "train.seeds=[0]",
+        "--quiet",
+    ]
+    assert train.main(args) == 0
+    res = json.loads((tmp_path / "run" / "seed0" / "results.json").read_text())
+    assert res["dataset"] == "meld" and res["modalities"] == ["text"]
+    assert set(res["test_at_best_dev"]["per_class_f1"]) == {
+        "neutral",
+        "surprise",
+        "fear",
+        "sadness",
+        "joy",
+        "disgust",
+        "anger",
+    }
+    data = DataConfig(
+        dataset="meld-csv", path=str(MELD), limit_dialogues=12, cache_dir=str(tmp_path / "cache")
+    )
+    assert res["test_at_best_dev"]["support"] == train.load_data(data).num_utterances("test")
+    assert 0 <= res["linear_probe"]["weighted_f1"] <= 100  # the meld-csv config reports the probe
+    assert list((tmp_path / "cache").glob("meld-*.npz"))
+
+
+def test_compile_flag_trains(tmp_path):
+    res = _run(tmp_path, "--epochs", "1", "--compile")
+    assert res["config"]["train"]["compile"] is True
+    assert res["history"][0]["train_loss"] > 0
