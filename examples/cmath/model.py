@@ -57,6 +57,9 @@ class CMATHConfig:
     reconstruction_kind: Literal["unet", "mlp"] = "unet"
     compressed_dim: int = 128
     reconstruction_hidden: int | None = None  # first U-Net level's width (None: the input's)
+    reconstruction_kernel: int = (
+        1  # utterances each convolution sees; 3 blurred MELD emotions (docs)
+    )
     reconstruction_reduction: Literal["sum", "mean"] = "sum"  # ||x - x_hat||^2, or its mean
     # step 3: CMA-Transformer; None = every modality takes the central role in turn
     centrals: list[str] | None = None
@@ -132,6 +135,7 @@ class CMATH(nn.Module):
                     latent_dim=min(c.compressed_dim, c.input_dims[m]),
                     hidden_dim=min(c.reconstruction_hidden or c.input_dims[m], c.input_dims[m]),
                     kind=c.reconstruction_kind,
+                    kernel_size=c.reconstruction_kernel,
                     loss_reduction=c.reconstruction_reduction,
                 )
                 for m in self.modalities
