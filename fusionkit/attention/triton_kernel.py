@@ -45,19 +45,27 @@ def _blocks(d: int) -> tuple[int, int, int]:
     return bm, bn, padded
 
 
+# fmt: off
+# Kernel signatures stay compact: pointers, then strides (batch, head, row; the last
+# dimension is contiguous), then sizes, then compile-time constants.
+
+
 @triton.jit
-def _scores(
-    q,
-    k,
-    offs_m,
-    offs_n,
-    mask_ptr,
-    tk,
-    scale,
-    HAS_MASK: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
+def _tile(base, rows, n_rows, row_stride, cols, n_cols, COMPUTE: tl.constexpr):
+    """Rows ``rows`` (< n_rows) and columns ``cols`` (< n_cols) of a matrix, zero outside, as COMPUTE."""
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    return tl.load(base + rows[:, None] * row_stride + cols[None, :], mask=mask, other=0.0).to(COMPUTE)
+
+
+@triton.jit
+def _store_tile(base, value, rows, n_rows, row_stride, cols, n_cols):
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    tl.store(base + rows[:, None] * row_stride + cols[None, :], value.to(base.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _scores(q, k, offs_m, offs_n, mask_ptr, tk, scale,
+            HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
     """Scaled scores (BM, BN) in fp32 and the boolean tile of allowed (query, key) pairs."""
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
     allowed = (offs_n < tk)[None, :] & (offs_m >= 0)[:, None]
@@ -70,53 +78,28 @@ def _scores(
 
 
 @triton.jit
-def _fwd_kernel(
-    Q,
-    K,
-    V,
-    O,
-    LSE,
-    MASK,
-    sqb,
-    sqh,
-    sqm,
-    skb,
-    skh,
-    skn,
-    svb,
-    svh,
-    svn,
-    sob,
-    soh,
-    som,
-    smb,
-    H,
-    tq,
-    tk,
-    dh,
-    dv,
-    scale,
-    HAS_MASK: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    PRECISION: tl.constexpr,
-    COMPUTE: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BD: tl.constexpr,
-    BDV: tl.constexpr,
-):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    offs_m = pid_m * BM + tl.arange(0, BM)
-    offs_d = tl.arange(0, BD)
-    offs_dv = tl.arange(0, BDV)
-    q_ptrs = Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=(offs_m < tq)[:, None] & (offs_d < dh)[None, :], other=0.0)
-    q = q.to(COMPUTE)
-    mask_ptr = MASK + b * smb
+def _probs(q, k, offs_m, offs_n, mask_ptr, lse, tk, scale,
+           HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
+    """Recomputed attention probabilities (BM, BN) in fp32; zero where not allowed."""
+    s, allowed = _scores(q, k, offs_m, offs_n, mask_ptr, tk, scale, HAS_MASK, CAUSAL, PRECISION)
+    return tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
 
+
+@triton.jit
+def _fwd_kernel(Q, K, V, O, LSE, MASK,
+                sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, smb,
+                H, tq, tk, dh, dv, scale,
+                HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+                COMPUTE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                BD: tl.constexpr, BDV: tl.constexpr):
+    """One program per query block: online softmax over the key blocks."""
+    pid_m, bh = tl.program_id(0), tl.program_id(1)
+    b, h = bh // H, bh % H
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_d, offs_dv = tl.arange(0, BD), tl.arange(0, BDV)
+    K, V = K + b * skb + h * skh, V + b * svb + h * svh
+    q = _tile(Q + b * sqb + h * sqh, offs_m, tq, sqm, offs_d, dh, COMPUTE)
+    mask_ptr = MASK + b * smb
     m_i = tl.full([BM], float("-inf"), tl.float32)
     l_i = tl.zeros([BM], tl.float32)
     acc = tl.zeros([BM, BDV], tl.float32)
@@ -125,16 +108,8 @@ def _fwd_kernel(
         hi = tl.minimum(tk, (pid_m + 1) * BM)
     for start_n in range(0, hi, BN):
         offs_n = start_n + tl.arange(0, BN)
-        k = tl.load(
-            K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
-            mask=(offs_n < tk)[:, None] & (offs_d < dh)[None, :],
-            other=0.0,
-        ).to(COMPUTE)
-        v = tl.load(
-            V + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :],
-            mask=(offs_n < tk)[:, None] & (offs_dv < dv)[None, :],
-            other=0.0,
-        ).to(COMPUTE)
+        k = _tile(K, offs_n, tk, skn, offs_d, dh, COMPUTE)
+        v = _tile(V, offs_n, tk, svn, offs_dv, dv, COMPUTE)
         s, allowed = _scores(q, k, offs_m, offs_n, mask_ptr, tk, scale, HAS_MASK, CAUSAL, PRECISION)
         s = tl.where(allowed, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -145,190 +120,62 @@ def _fwd_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(COMPUTE), v, input_precision=PRECISION)
         m_i = m_new
-
     has_key = l_i > 0
-    out = acc / tl.where(has_key, l_i, 1.0)[:, None]
-    lse = tl.where(has_key, m_i + tl.log(tl.where(has_key, l_i, 1.0)), 0.0)
-    o_ptrs = O + b * sob + h * soh + offs_m[:, None] * som + offs_dv[None, :]
-    tl.store(
-        o_ptrs, out.to(O.dtype.element_ty), mask=(offs_m < tq)[:, None] & (offs_dv < dv)[None, :]
-    )
-    tl.store(LSE + bh * tq + offs_m, lse, mask=offs_m < tq)
+    safe_l = tl.where(has_key, l_i, 1.0)
+    _store_tile(O + b * sob + h * soh, acc / safe_l[:, None], offs_m, tq, som, offs_dv, dv)
+    tl.store(LSE + bh * tq + offs_m, tl.where(has_key, m_i + tl.log(safe_l), 0.0), mask=offs_m < tq)
 
 
 @triton.jit
-def _probs(
-    q,
-    k,
-    offs_m,
-    offs_n,
-    mask_ptr,
-    lse,
-    tk,
-    scale,
-    HAS_MASK: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    """Recomputed attention probabilities (BM, BN) in fp32; zero where not allowed."""
-    s, allowed = _scores(q, k, offs_m, offs_n, mask_ptr, tk, scale, HAS_MASK, CAUSAL, PRECISION)
-    return tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
-
-
-@triton.jit
-def _bwd_dkdv_kernel(
-    Q,
-    K,
-    V,
-    DO,
-    DK,
-    DV,
-    LSE,
-    DELTA,
-    MASK,
-    sqb,
-    sqh,
-    sqm,
-    skb,
-    skh,
-    skn,
-    svb,
-    svh,
-    svn,
-    sob,
-    soh,
-    som,
-    smb,
-    H,
-    tq,
-    tk,
-    dh,
-    dv,
-    scale,
-    HAS_MASK: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    PRECISION: tl.constexpr,
-    COMPUTE: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BD: tl.constexpr,
-    BDV: tl.constexpr,
-):
+def _bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
+                     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, smb,
+                     H, tq, tk, dh, dv, scale,
+                     HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+                     COMPUTE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                     BD: tl.constexpr, BDV: tl.constexpr):
     """One program per key block: dK and dV summed over every query block (no atomics)."""
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
+    pid_n, bh = tl.program_id(0), tl.program_id(1)
+    b, h = bh // H, bh % H
     offs_n = pid_n * BN + tl.arange(0, BN)
-    offs_d = tl.arange(0, BD)
-    offs_dv = tl.arange(0, BDV)
-    kv_rows = (offs_n < tk)[:, None]
-    k = tl.load(
-        K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
-        mask=kv_rows & (offs_d < dh)[None, :],
-        other=0.0,
-    ).to(COMPUTE)
-    v = tl.load(
-        V + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :],
-        mask=kv_rows & (offs_dv < dv)[None, :],
-        other=0.0,
-    ).to(COMPUTE)
+    offs_d, offs_dv = tl.arange(0, BD), tl.arange(0, BDV)
+    Q, DO = Q + b * sqb + h * sqh, DO + b * sob + h * soh
+    k = _tile(K + b * skb + h * skh, offs_n, tk, skn, offs_d, dh, COMPUTE)
+    v = _tile(V + b * svb + h * svh, offs_n, tk, svn, offs_dv, dv, COMPUTE)
     mask_ptr = MASK + b * smb
     dk = tl.zeros([BN, BD], tl.float32)
     dv_acc = tl.zeros([BN, BDV], tl.float32)
     lo = 0
     if CAUSAL:
-        lo = (pid_n * BN // BM) * BM
+        lo = (pid_n * BN // BM) * BM  # earlier queries see none of these keys
     for start_m in range(lo, tq, BM):
         offs_m = start_m + tl.arange(0, BM)
-        q_rows = (offs_m < tq)[:, None]
-        q = tl.load(
-            Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
-            mask=q_rows & (offs_d < dh)[None, :],
-            other=0.0,
-        ).to(COMPUTE)
-        do = tl.load(
-            DO + b * sob + h * soh + offs_m[:, None] * som + offs_dv[None, :],
-            mask=q_rows & (offs_dv < dv)[None, :],
-            other=0.0,
-        ).to(COMPUTE)
+        q = _tile(Q, offs_m, tq, sqm, offs_d, dh, COMPUTE)
+        do = _tile(DO, offs_m, tq, som, offs_dv, dv, COMPUTE)
         lse = tl.load(LSE + bh * tq + offs_m, mask=offs_m < tq, other=0.0)
         delta = tl.load(DELTA + bh * tq + offs_m, mask=offs_m < tq, other=0.0)
         p = _probs(q, k, offs_m, offs_n, mask_ptr, lse, tk, scale, HAS_MASK, CAUSAL, PRECISION)
         dv_acc += tl.dot(tl.trans(p).to(COMPUTE), do, input_precision=PRECISION)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
+        ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
         dk += tl.dot(tl.trans(ds).to(COMPUTE), q, input_precision=PRECISION)
-    dk = dk * scale
-    tl.store(
-        DK + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
-        dk.to(DK.dtype.element_ty),
-        mask=kv_rows & (offs_d < dh)[None, :],
-    )
-    tl.store(
-        DV + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :],
-        dv_acc.to(DV.dtype.element_ty),
-        mask=kv_rows & (offs_dv < dv)[None, :],
-    )
+    _store_tile(DK + b * skb + h * skh, dk * scale, offs_n, tk, skn, offs_d, dh)
+    _store_tile(DV + b * svb + h * svh, dv_acc, offs_n, tk, svn, offs_dv, dv)
 
 
 @triton.jit
-def _bwd_dq_kernel(
-    Q,
-    K,
-    V,
-    DO,
-    DQ,
-    LSE,
-    DELTA,
-    MASK,
-    sqb,
-    sqh,
-    sqm,
-    skb,
-    skh,
-    skn,
-    svb,
-    svh,
-    svn,
-    sob,
-    soh,
-    som,
-    smb,
-    H,
-    tq,
-    tk,
-    dh,
-    dv,
-    scale,
-    HAS_MASK: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    PRECISION: tl.constexpr,
-    COMPUTE: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BD: tl.constexpr,
-    BDV: tl.constexpr,
-):
+def _bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, MASK,
+                   sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, smb,
+                   H, tq, tk, dh, dv, scale,
+                   HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+                   COMPUTE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                   BD: tl.constexpr, BDV: tl.constexpr):
     """One program per query block: dQ summed over every key block (no atomics)."""
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
+    pid_m, bh = tl.program_id(0), tl.program_id(1)
+    b, h = bh // H, bh % H
     offs_m = pid_m * BM + tl.arange(0, BM)
-    offs_d = tl.arange(0, BD)
-    offs_dv = tl.arange(0, BDV)
-    q_rows = (offs_m < tq)[:, None]
-    q = tl.load(
-        Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
-        mask=q_rows & (offs_d < dh)[None, :],
-        other=0.0,
-    ).to(COMPUTE)
-    do = tl.load(
-        DO + b * sob + h * soh + offs_m[:, None] * som + offs_dv[None, :],
-        mask=q_rows & (offs_dv < dv)[None, :],
-        other=0.0,
-    ).to(COMPUTE)
+    offs_d, offs_dv = tl.arange(0, BD), tl.arange(0, BDV)
+    K, V = K + b * skb + h * skh, V + b * svb + h * svh
+    q = _tile(Q + b * sqb + h * sqh, offs_m, tq, sqm, offs_d, dh, COMPUTE)
+    do = _tile(DO + b * sob + h * soh, offs_m, tq, som, offs_dv, dv, COMPUTE)
     lse = tl.load(LSE + bh * tq + offs_m, mask=offs_m < tq, other=0.0)
     delta = tl.load(DELTA + bh * tq + offs_m, mask=offs_m < tq, other=0.0)
     mask_ptr = MASK + b * smb
@@ -338,26 +185,15 @@ def _bwd_dq_kernel(
         hi = tl.minimum(tk, (pid_m + 1) * BM)
     for start_n in range(0, hi, BN):
         offs_n = start_n + tl.arange(0, BN)
-        kv_rows = (offs_n < tk)[:, None]
-        k = tl.load(
-            K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
-            mask=kv_rows & (offs_d < dh)[None, :],
-            other=0.0,
-        ).to(COMPUTE)
-        v = tl.load(
-            V + b * svb + h * svh + offs_n[:, None] * svn + offs_dv[None, :],
-            mask=kv_rows & (offs_dv < dv)[None, :],
-            other=0.0,
-        ).to(COMPUTE)
+        k = _tile(K, offs_n, tk, skn, offs_d, dh, COMPUTE)
+        v = _tile(V, offs_n, tk, svn, offs_dv, dv, COMPUTE)
         p = _probs(q, k, offs_m, offs_n, mask_ptr, lse, tk, scale, HAS_MASK, CAUSAL, PRECISION)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
+        ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
         dq += tl.dot(ds.to(COMPUTE), k, input_precision=PRECISION)
-    tl.store(
-        DQ + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
-        (dq * scale).to(DQ.dtype.element_ty),
-        mask=q_rows & (offs_d < dh)[None, :],
-    )
+    _store_tile(DQ + b * sqb + h * sqh, dq * scale, offs_m, tq, sqm, offs_d, dh)
+
+
+# fmt: on
 
 
 def _launch_args(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, causal: bool):
@@ -377,16 +213,8 @@ def _launch_args(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, causa
         else (tl.float16 if q.dtype == torch.float16 else tl.bfloat16)
     )
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3])
-    consts = dict(
-        HAS_MASK=key_mask is not None,
-        CAUSAL=causal,
-        PRECISION="ieee",
-        COMPUTE=compute,
-        BM=bm,
-        BN=bn,
-        BD=bd,
-        BDV=bdv,
-    )
+    consts = {"HAS_MASK": key_mask is not None, "CAUSAL": causal, "PRECISION": "ieee"}
+    consts |= {"COMPUTE": compute, "BM": bm, "BN": bn, "BD": bd, "BDV": bdv}
     return mask, strides, (h, tq, tk, dh, dv), consts
 
 
@@ -399,20 +227,8 @@ def flash_forward(
     lse = torch.empty((b, h, tq), dtype=torch.float32, device=q.device)
     mask, strides, sizes, consts = _launch_args(q, k, v, key_mask, causal)
     grid = (triton.cdiv(tq, consts["BM"]), b * h)
-    _fwd_kernel[grid](
-        q,
-        k,
-        v,
-        o,
-        lse,
-        mask,
-        *strides,
-        *o.stride()[:3],
-        mask.stride(0),
-        *sizes,
-        scale,
-        **consts,
-    )
+    common = (*strides, *o.stride()[:3], mask.stride(0), *sizes, scale)
+    _fwd_kernel[grid](q, k, v, o, lse, mask, *common, **consts)
     return o, lse
 
 
