@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
 from typing import Literal
@@ -30,10 +29,12 @@ BACKENDS: tuple[str, ...] = ("auto", "sdpa", "triton", "math")
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-@functools.cache
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None  # looked up, not imported
+
+
 def triton_available() -> bool:
-    """Whether the ``triton`` package can be imported (it is only checked, not imported)."""
-    return importlib.util.find_spec("triton") is not None
+    """Whether the ``triton`` package is installed (checked once, at import, without importing it)."""
+    return _TRITON_INSTALLED
 
 
 def triton_supports(q: Tensor, v: Tensor) -> bool:
