@@ -31,7 +31,7 @@ def distillation_kl(
     log_p_teacher = F.log_softmax(teacher_logits.detach().float() / tau, dim=-1)
     log_p_student = F.log_softmax(student_logits.float() / tau, dim=-1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
-    return tau**2 * masked_mean(torch.where(mask, kl, torch.zeros((), device=kl.device)), mask)
+    return tau**2 * masked_mean(kl, mask)
 
 
 @typechecked
@@ -53,7 +53,7 @@ def feature_consistency(
         dist = 1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-6)
     else:
         raise ValueError(f"kind: expected 'mse' or 'cosine', got {kind!r}")
-    return masked_mean(torch.where(mask, dist, torch.zeros((), device=dist.device)), mask)
+    return masked_mean(dist, mask)
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,13 @@ from fusionkit.typing import typechecked
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of per-utterance ``values`` (b, t) over real utterances; 0 when there are none."""
-    weights = mask.to(values.dtype)
-    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+    """Mean of per-utterance ``values`` (b, t) over real utterances; 0 when there are none.
+
+    Values at padded positions are dropped with ``where``, not multiplied by 0, so that a
+    non-finite value there can reach neither the result nor the gradient.
+    """
+    kept = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    return kept.sum() / mask.sum().clamp_min(1).to(values.dtype)
 
 
 @typechecked
@@ -30,9 +34,10 @@ def masked_mse(
     Padded positions never count, whatever they hold (cmath.md, step 2).
     """
     err = (prediction.float() - target.float()).square()
-    err = torch.where(mask.unsqueeze(-1), err, torch.zeros((), device=err.device))
-    per_utt = err.mean(-1) if reduction == "mean" else err.sum(-1)
-    return masked_mean(per_utt, mask)
+    err = torch.where(
+        mask.unsqueeze(-1), err, torch.zeros((), device=err.device)
+    )  # inf - inf at padding
+    return masked_mean(err.mean(-1) if reduction == "mean" else err.sum(-1), mask)
 
 
 @typechecked
@@ -43,6 +48,4 @@ def gaussian_kl(
 ) -> Float[Tensor, ""]:
     """KL(N(mu, exp(logvar)) || N(0, I)), summed over features, averaged over real utterances."""
     mu, logvar = mu.float(), logvar.float()
-    kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
-    kl = torch.where(mask, kl, torch.zeros((), device=kl.device))
-    return masked_mean(kl, mask)
+    return masked_mean(0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1), mask)
