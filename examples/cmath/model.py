@@ -64,6 +64,7 @@ class CMATHConfig:
     # step 3: CMA-Transformer; None = every modality takes the central role in turn
     centrals: list[str] | None = None
     symmetric: bool = False
+    aligned: bool = False  # also add each utterance's own auxiliary features in every CMA layer
     # step 4: "poe" (product of experts), "vconcat" (one Gaussian from the concatenation),
     # "concat" (plain concatenation, not variational: the ablation)
     fusion: Literal["poe", "vconcat", "concat"] = "poe"
@@ -175,6 +176,7 @@ class CMATH(nn.Module):
                     ff_mult=c.ff_mult,
                     dropout=c.dropout,
                     symmetric=c.symmetric,
+                    aligned=c.aligned,
                     backend=c.backend,
                 )
                 for central in self.centrals

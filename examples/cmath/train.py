@@ -377,6 +377,8 @@ def ablations(ds: ConversationDataset) -> list[tuple[str, dict]]:
         ("symmetric fusion (MulT-style)", {"symmetric": True}),
     ]
     rows += [(f"central = {m} only", {"centrals": [m]}) for m in ds.modalities]
+    central = "text" if "text" in ds.modalities else ds.modalities[0]
+    rows.append((f"central = {central} only, aligned", {"centrals": [central], "aligned": True}))
     rows += [
         ("w/o variational fusion (concat)", {"fusion": "concat"}),
         ("w/o hierarchical distillation", {"distillation": False}),

@@ -24,7 +24,8 @@ class CMATransformer(nn.Module):
     Auxiliaries never receive the central modality's information (the asymmetry): the
     stream ``c<-a`` depends on c and a only. With ``symmetric=True`` every ordered pair of
     modalities gets a stream (MulT-style), for the ablation. With no auxiliary modality the
-    block returns the central stream alone.
+    block returns the central stream alone. ``aligned=True`` gives every layer the
+    same-utterance auxiliary features directly as well (see :class:`TransformerLayer`).
 
     Returns a dict: ``central`` -> the central input (zeroed at padding), and ``"x<-y"`` -> (b, t, dim)
     for each pair.
@@ -41,6 +42,7 @@ class CMATransformer(nn.Module):
         ff_mult: int = 4,
         dropout: float = 0.1,
         symmetric: bool = False,
+        aligned: bool = False,
         backend: Backend = "auto",
     ):
         super().__init__()
@@ -65,6 +67,7 @@ class CMATransformer(nn.Module):
                         ff_mult=ff_mult,
                         dropout=dropout,
                         cross=True,
+                        aligned=aligned,
                         backend=backend,
                     )
                     for _ in range(depth)

@@ -31,7 +31,10 @@ class TransformerLayer(nn.Module):
     """``u = u + Attn(q=LN(u), kv=LN(ctx)); u = u + FFN(LN(u))`` (cmath.md, step 3).
 
     With ``cross=False`` the layer attends over its own input (``kv = LN(u)``, one norm);
-    with ``cross=True`` over a ``context`` stream with a norm of its own.
+    with ``cross=True`` over a ``context`` stream with a norm of its own. ``aligned=True``
+    (cross only, tq = tk) also adds ``Linear(LN(ctx))`` at the same position: the aligned
+    utterance's context directly, which attention over the dialogue learns to find only
+    slowly (docs/results.md, ablations).
     """
 
     def __init__(
@@ -42,13 +45,17 @@ class TransformerLayer(nn.Module):
         ff_mult: int = 4,
         dropout: float = 0.0,
         cross: bool = False,
+        aligned: bool = False,
         backend: Backend = "auto",
     ):
         super().__init__()
+        if aligned and not cross:
+            raise ValueError("aligned=True needs cross=True")
         self.cross = cross
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim) if cross else None
         self.attn = CrossModalAttention(dim, heads=heads, dropout=dropout, backend=backend)
+        self.aligned = nn.Linear(dim, dim) if aligned else None
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, ff_mult=ff_mult, dropout=dropout)
         self.drop = nn.Dropout(dropout)
@@ -72,5 +79,11 @@ class TransformerLayer(nn.Module):
         else:
             kv, kv_mask = q, mask
         x = x + self.drop(self.attn(q, kv, context_mask=kv_mask))
+        if self.aligned is not None:
+            if kv.shape[1] != x.shape[1]:
+                raise ValueError(
+                    f"context: aligned=True needs as many positions as x, got {kv.shape[1]} and {x.shape[1]}"
+                )
+            x = x + self.drop(self.aligned(kv))
         x = x + self.drop(self.ff(self.norm_ff(x)))
         return x * mask.unsqueeze(-1).to(x.dtype)

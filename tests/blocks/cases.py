@@ -16,6 +16,17 @@ from fusionkit.losses import DistillationLevel, HierarchicalDistillation, masked
 D = 16
 
 
+def score(*outputs: Tensor) -> Tensor:
+    """A scalar that depends on every output entry: each weighted by a fixed random number.
+
+    (A plain sum would not do: a LayerNorm's output sums to a constant.)"""
+    total = 0.0
+    for o in outputs:
+        g = torch.Generator().manual_seed(o.shape[-1])
+        total = total + (o * torch.randn(o.shape[-1], generator=g).to(o.dtype)).sum()
+    return total
+
+
 @dataclass
 class Case:
     """``run(module, features, mask, speakers)`` returns outputs (b, t, ...) and a scalar loss."""
@@ -33,17 +44,17 @@ def _fusion(cls, **kw):
         cls.__name__,
         lambda: cls(dims, D, **kw),
         dims,
-        lambda m, f, mask, s: ([m(f, mask)], m(f, mask).sum()),
+        lambda m, f, mask, s: ([m(f, mask)], score(m(f, mask))),
     )
 
 
-def _cma(symmetric: bool) -> Case:
+def _cma(symmetric: bool, aligned: bool = False) -> Case:
     def run(m, f, mask, s):
         out = m(f, mask)
-        return list(out.values()), sum(v.sum() for v in out.values())
+        return list(out.values()), score(*out.values())
 
     return Case(
-        f"CMATransformer(symmetric={symmetric})",
+        f"CMATransformer(symmetric={symmetric}, aligned={aligned})",
         lambda: fk.CMATransformer(
             D,
             central="text",
@@ -52,6 +63,7 @@ def _cma(symmetric: bool) -> Case:
             heads=2,
             dropout=0.0,
             symmetric=symmetric,
+            aligned=aligned,
         ),
         {"text": D, "audio": D, "visual": D},
         run,
@@ -61,7 +73,7 @@ def _cma(symmetric: bool) -> Case:
 def _reconstructor(kind: str) -> Case:
     def run(m, f, mask, s):
         r = m(f["x"], mask)
-        return [r.latent, r.reconstruction], r.reconstruction.sum() + r.latent.sum() + r.loss
+        return [r.latent, r.reconstruction], score(r.reconstruction, r.latent) + r.loss
 
     return Case(
         f"ModalityReconstructor({kind})",
@@ -74,7 +86,7 @@ def _reconstructor(kind: str) -> Case:
 def _variational(mode: str) -> Case:
     def run(m, f, mask, s):
         out = m([f["a"], f["b"]], mask)
-        return [out.z, out.mu, out.logvar], out.z.sum() + out.kl
+        return [out.z, out.mu, out.logvar], score(out.z) + out.kl
 
     return Case(
         f"VariationalFusion({mode})",
@@ -87,12 +99,12 @@ def _variational(mode: str) -> Case:
 
 def _context(m, f, mask, s):
     out = m(f["x"], mask, s)
-    return [out], out.sum()
+    return [out], score(out)
 
 
 def _cross(m, f, mask, s):
     out = m(f["x"], f["c"], context_mask=mask, mask=mask)
-    return [out], out.sum()
+    return [out], score(out)
 
 
 class _Distil(nn.Module):
@@ -131,6 +143,7 @@ CASES = [
     ),
     _cma(False),
     _cma(True),
+    _cma(False, aligned=True),
     _reconstructor("unet"),
     _reconstructor("mlp"),
     _variational("poe"),

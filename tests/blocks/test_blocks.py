@@ -254,3 +254,32 @@ def test_gated_fusion_of_one_modality_is_its_projection():
     f = fk.GatedFusion({"a": 3}, 4)
     a = torch.randn(2, 2, 3)
     torch.testing.assert_close(f({"a": a}, _mask([2, 2], 2)), torch.tanh(f.proj[0](a)))
+
+
+def test_aligned_cma_sees_the_same_utterance_directly():
+    """With attention switched off (values zeroed), an aligned layer still passes each
+    utterance's own auxiliary features; the plain layer passes nothing of them."""
+    mask = _mask([4], 4)
+    f = {"text": torch.randn(1, 4, D), "audio": torch.randn(1, 4, D, requires_grad=True)}
+    for aligned, expect_diagonal_only in ((True, True), (False, False)):
+        cma = fk.CMATransformer(
+            D, central="text", auxiliary=["audio"], depth=1, heads=2, aligned=aligned
+        ).eval()
+        for layer in cma.streams["text<-audio"]:
+            torch.nn.init.zeros_(layer.attn.to_out.weight)
+            torch.nn.init.zeros_(layer.attn.to_out.bias)
+        out = cma(f, mask)["text<-audio"]
+        # (a LayerNorm output sums to a constant: weigh it before differentiating)
+        (grad,) = torch.autograd.grad((out[0, 1] * torch.randn(D)).sum(), f["audio"])
+        reaches = grad[0].abs().sum(-1) > 0
+        assert reaches.tolist() == (
+            [False, True, False, False] if expect_diagonal_only else [False] * 4
+        )
+
+
+def test_aligned_needs_cross_and_equal_lengths():
+    with pytest.raises(ValueError, match="aligned=True needs cross=True"):
+        fk.TransformerLayer(D, heads=2, aligned=True)
+    layer = fk.TransformerLayer(D, heads=2, cross=True, aligned=True)
+    with pytest.raises(ValueError, match="aligned=True needs as many positions"):
+        layer(torch.randn(1, 3, D), _mask([3], 3), torch.randn(1, 5, D), _mask([5], 5))

@@ -97,7 +97,7 @@ def test_gradients_reach_every_parameter(case):
     _, loss = _outputs(case, module, feats, mask, speakers)
     loss.backward()
     for name, p in module.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+        assert p.grad is not None and p.grad.abs().max() > 1e-6, f"no gradient reaches {name}"
 
 
 @cases

@@ -35,6 +35,7 @@ ABLATIONS = {
     "no reconstruction": {"reconstruction": False},
     "mlp reconstruction": {"reconstruction_kind": "mlp"},
     "symmetric": {"symmetric": True},
+    "aligned, text central": {"aligned": True, "centrals": ["text"]},
     "central text": {"centrals": ["text"]},
     "central audio": {"centrals": ["audio"]},
     "central visual": {"centrals": ["visual"]},
