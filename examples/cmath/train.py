@@ -1,6 +1,6 @@
 """Train and evaluate CMATH.
 
-    python examples/cmath/train.py                                   # synthetic data, ~2 min on 2 CPU cores
+    python examples/cmath/train.py                                   # synthetic data, ~75 s on 2 CPU cores
     python examples/cmath/train.py --config iemocap --data IEMOCAP_features.pkl
     python examples/cmath/train.py --config meld --data meld_multimodal_features.pkl
     python examples/cmath/train.py --dataset meld-csv --data ../shared/data/meld
