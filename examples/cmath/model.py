@@ -30,6 +30,7 @@ from fusionkit import (
 )
 from fusionkit.batch import IGNORE_INDEX
 from fusionkit.losses import DistillationLevel, HierarchicalDistillation
+from fusionkit.typing import Bool, Int, check_features, typechecked
 
 
 @dataclass
@@ -225,10 +226,15 @@ class CMATH(nn.Module):
             ]
         )
 
+    @typechecked
     def forward(
-        self, features: Mapping[str, Tensor], mask: Tensor, speakers: Tensor
+        self,
+        features: Mapping[str, Tensor],
+        mask: Bool[Tensor, "batch time"],
+        speakers: Int[Tensor, "batch time"],
     ) -> CMATHOutput:
         """Logits and auxiliary losses for features (modality -> (b, t, d_m)), mask and speakers (b, t)."""
+        check_features("features", features, mask, expected=self.config.input_dims)
         zero = torch.zeros((), device=mask.device)
         rec_loss, unimodal = zero, {}
         for m in self.modalities:  # steps 1 and 2

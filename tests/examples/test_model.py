@@ -114,3 +114,17 @@ def test_eval_is_deterministic_and_padding_does_not_matter(data):
 def test_unknown_central_is_an_error(data):
     with pytest.raises(ValueError, match=r"centrals: \['depth'\] not among the modalities"):
         CMATH(_config(data, centrals=["depth"]))
+
+
+def test_model_checks_its_inputs(data):
+    from jaxtyping import TypeCheckError
+
+    model = CMATH(_config(data))
+    batch = next(data.batches("train", 2))
+    extra = dict(batch.features, depth=batch.features["text"])
+    with pytest.raises(
+        ValueError, match=r"features: expected modalities .* unexpected \['depth'\]"
+    ):
+        model(extra, batch.mask, batch.speakers)
+    with pytest.raises(TypeCheckError, match="parameter 'speakers'"):
+        model(batch.features, batch.mask, batch.speakers.float())
