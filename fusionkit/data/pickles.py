@@ -84,84 +84,20 @@ class Layout:
 
 
 _TEXT4 = ("text0", "text1", "text2", "text3")
-LAYOUTS = [
-    Layout(
-        "A",
-        "iemocap",
-        ("ids", "speakers", "labels", "text", "audio", "visual", "sentences", "train", "test"),
-        "MMGCN, MM-DFN, M3Net (A) / DialogueRNN, DialogueGCN, COGMEN, CORECT (A')",
-    ),
-    Layout(
-        "B",
-        "meld",
-        (
-            "ids",
-            "speakers",
-            "labels",
-            "text",
-            "audio",
-            "visual",
-            "sentences",
-            "train",
-            "test",
-            "unused",
-        ),
-        "MMGCN, MM-DFN, M3Net",
-    ),
-    Layout(
-        "C",
-        "iemocap",
-        ("ids", "speakers", "labels", *_TEXT4, "audio", "visual", "sentences", "train", "test"),
-        "SDT, GraphSmile",
-    ),
-    Layout(
-        "D",
-        "meld",
-        (
-            "ids",
-            "speakers",
-            "labels",
-            *_TEXT4,
-            "audio",
-            "visual",
-            "sentences",
-            "train",
-            "test",
-            "unused",
-        ),
-        "SDT",
-    ),
-    Layout(
-        "D'",
-        "meld",
-        (
-            "ids",
-            "speakers",
-            "labels",
-            "sentiments",
-            *_TEXT4,
-            "audio",
-            "visual",
-            "sentences",
-            "train",
-            "test",
-            "unused",
-        ),
-        "GraphSmile",
-    ),
-    Layout(
-        "E",
-        "iemocap",
-        ("speakers", "labels", *_TEXT4, "sentences", "train", "test", "dev"),
-        "COSMIC (text only)",
-    ),
-    Layout(
-        "F",
-        "meld",
-        ("speakers", "labels", "sentiments", *_TEXT4, "sentences", "train", "test", "dev"),
-        "COSMIC (text only)",
-    ),
+_AV = ("audio", "visual", "sentences", "train", "test")
+# fmt: off
+LAYOUTS = [  # cmath.md, "The feature files the field uses"
+    Layout("A", "iemocap", ("ids", "speakers", "labels", "text", *_AV),
+           "MMGCN, MM-DFN, M3Net (A) / DialogueRNN, DialogueGCN, COGMEN, CORECT (A')"),
+    Layout("B", "meld", ("ids", "speakers", "labels", "text", *_AV, "unused"), "MMGCN, MM-DFN, M3Net"),
+    Layout("C", "iemocap", ("ids", "speakers", "labels", *_TEXT4, *_AV), "SDT, GraphSmile"),
+    Layout("D", "meld", ("ids", "speakers", "labels", *_TEXT4, *_AV, "unused"), "SDT"),
+    Layout("D'", "meld", ("ids", "speakers", "labels", "sentiments", *_TEXT4, *_AV, "unused"), "GraphSmile"),
+    Layout("E", "iemocap", ("speakers", "labels", *_TEXT4, "sentences", "train", "test", "dev"), "COSMIC (text only)"),
+    Layout("F", "meld", ("speakers", "labels", "sentiments", *_TEXT4, "sentences", "train", "test", "dev"),
+           "COSMIC (text only)"),
 ]
+# fmt: on
 
 
 class LayoutError(ValueError):
