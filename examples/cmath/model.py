@@ -118,6 +118,17 @@ class CMATHLoss:
     output: CMATHOutput
 
 
+def loss_counts(batch: DialogueBatch, class_weights: Tensor | None = None) -> Tensor:
+    """(sum of the class weights of the labelled utterances, number of real utterances) of
+    ``batch``: the denominators of the objective's means (its CE is weighted as PyTorch's)."""
+    valid = batch.labels != IGNORE_INDEX
+    if class_weights is None:
+        weight = valid.float()
+    else:
+        weight = class_weights[batch.labels.clamp_min(0)] * valid
+    return torch.stack([weight.sum(), batch.mask.sum().to(weight.dtype)])
+
+
 class CMATH(nn.Module):
     """The CMATH model for any non-empty set of modalities (see the module docstring)."""
 
@@ -281,13 +292,9 @@ class CMATH(nn.Module):
         c = self.config
         out = self(batch.features, batch.mask, batch.speakers)
         labels, mask = batch.labels, batch.mask
-        valid = labels != IGNORE_INDEX
-        if class_weights is None:
-            label_weight = valid.float()
-        else:
+        if class_weights is not None:
             class_weights = class_weights.to(out.logits.device)
-            label_weight = class_weights[labels.clamp_min(0)] * valid
-        ce_norm, utt_scale = label_weight.sum(), 1.0
+        ce_norm, utt_scale = loss_counts(batch, class_weights)[0], 1.0
         if global_counts is not None:
             ce_norm, utt_scale = global_counts[0], mask.sum() / global_counts[1]
 

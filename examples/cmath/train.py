@@ -39,7 +39,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from examples.cmath import report  # noqa: E402
 from examples.cmath.config import DataConfig, RunConfig, load_config, override, with_model  # noqa: E402
-from examples.cmath.model import CMATH, CMATHConfig  # noqa: E402
+from examples.cmath.model import CMATH, CMATHConfig, loss_counts  # noqa: E402
 from fusionkit import DialogueBatch, classification_report  # noqa: E402
 from fusionkit.batch import IGNORE_INDEX  # noqa: E402
 from fusionkit.data import (  # noqa: E402
@@ -255,15 +255,7 @@ def train_seed(
             # A process left without a dialogue in the last, short batch still runs one
             # (weighted 0) so that every process takes part in the same collectives.
             batch = DialogueBatch.collate(local or chunk[:1]).to(device)
-            counts = torch.zeros(2, device=device)
-            if local:
-                valid = batch.labels != IGNORE_INDEX
-                w = (
-                    class_weights[batch.labels.clamp_min(0)] * valid
-                    if class_weights is not None
-                    else valid.float()
-                )
-                counts += torch.stack([w.sum(), batch.mask.sum().float()])
+            counts = loss_counts(batch, class_weights) * (1.0 if local else 0.0)
             counts = all_sum(counts)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 loss = objective(batch, class_weights, (counts[0], counts[1])).total * (
