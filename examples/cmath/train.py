@@ -41,7 +41,6 @@ from examples.cmath import report  # noqa: E402
 from examples.cmath.config import DataConfig, RunConfig, load_config, override, with_model  # noqa: E402
 from examples.cmath.model import CMATH, CMATHConfig, loss_counts  # noqa: E402
 from fusionkit import DialogueBatch, classification_report  # noqa: E402
-from fusionkit.batch import IGNORE_INDEX  # noqa: E402
 from fusionkit.data import (  # noqa: E402
     ConversationDataset,
     SyntheticConversations,
@@ -165,16 +164,7 @@ def linear_probe(ds: ConversationDataset) -> dict:
     its inverse regularisation C chosen on dev among 0.01, 0.1, 1, 10."""
     from sklearn.linear_model import LogisticRegression
 
-    def xy(split):
-        ds_split = ds.split(split)
-        x = np.concatenate(
-            [np.concatenate([d.features[m] for m in ds.modalities], 1) for d in ds_split]
-        )
-        y = np.concatenate([np.asarray(d.labels) for d in ds_split])
-        keep = y != IGNORE_INDEX
-        return x[keep], y[keep]
-
-    (x, y), (xd, yd), (xt, yt) = xy("train"), xy("dev"), xy("test")
+    (x, y), (xd, yd), (xt, yt) = (ds.utterances(s) for s in ("train", "dev", "test"))
     best = None
     for c in (0.01, 0.1, 1.0, 10.0):
         clf = LogisticRegression(C=c, max_iter=2000).fit(x, y)

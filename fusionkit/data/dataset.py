@@ -109,6 +109,18 @@ class ConversationDataset:
             self, dialogues=dialogues, source=f"{self.source}; standardized by {split} statistics"
         )
 
+    def utterances(
+        self, split: str, modalities: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Labelled utterances of ``split`` without their dialogues: features of
+        ``modalities`` (all by default) side by side (N, sum of widths), and labels (N,)."""
+        names = self.modalities if modalities is None else list(modalities)
+        dialogues = self.split(split)
+        x = np.concatenate([np.concatenate([d.features[m] for m in names], 1) for d in dialogues])
+        y = np.concatenate([np.asarray(d.labels) for d in dialogues])
+        keep = y != IGNORE_INDEX
+        return x[keep], y[keep]
+
     def class_counts(self, split: str = "train") -> np.ndarray:
         labels = np.concatenate([np.asarray(d.labels) for d in self.split(split)])
         return np.bincount(labels[labels != IGNORE_INDEX], minlength=len(self.label_names))

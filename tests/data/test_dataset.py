@@ -56,16 +56,10 @@ def test_fusion_beats_the_best_single_modality():
         num_dialogues=80, dims={"text": 32, "audio": 32, "visual": 32}, seed=1
     ).build()
 
-    def xy(split, mods):
-        x = np.concatenate(
-            [np.concatenate([d.features[m] for m in mods], 1) for d in ds.split(split)]
-        )
-        return x, np.concatenate([d.labels for d in ds.split(split)])
-
     acc = {}
     for mods in (["text"], ["audio"], ["visual"], ["text", "audio", "visual"]):
-        clf = LogisticRegression(max_iter=300).fit(*xy("train", mods))
-        x, y = xy("test", mods)
+        clf = LogisticRegression(max_iter=300).fit(*ds.utterances("train", mods))
+        x, y = ds.utterances("test", mods)
         acc["+".join(mods)] = (clf.predict(x) == y).mean()
     best_single = max(acc["text"], acc["audio"], acc["visual"])
     assert acc["text"] == best_single
@@ -98,3 +92,13 @@ def test_select_modalities(synthetic):
     assert synthetic.select_modalities(["text"]).modalities == ["text"]
     with pytest.raises(ValueError, match=r"\['depth'\] not available"):
         synthetic.select_modalities(["text", "depth"])
+
+
+def test_utterances_flattens_labelled_utterances(synthetic):
+    x, y = synthetic.utterances("dev", ["text", "visual"])
+    assert x.shape == (synthetic.num_utterances("dev"), SMALL["text"] + SMALL["visual"])
+    first = synthetic.split("dev")[0]
+    np.testing.assert_array_equal(
+        x[0], np.concatenate([first.features["text"][0], first.features["visual"][0]])
+    )
+    assert y.tolist()[: len(first)] == first.labels.tolist()
