@@ -57,12 +57,13 @@ class DialogueContextEncoder(nn.Module):
         t = x.shape[1]
         if t > self.max_len:
             raise ValueError(f"x: dialogue length {t} exceeds max_len={self.max_len}")
-        real = speakers[mask] if CHECKING else speakers[:0]  # the check syncs a GPU: skip when off
-        if real.numel() and (real.min() < 0 or real.max() >= self.num_speakers):
-            raise ValueError(
-                f"speakers: ids must lie in [0, {self.num_speakers}) at real utterances, "
-                f"got range [{int(real.min())}, {int(real.max())}]"
-            )
+        if CHECKING:  # reading the ids syncs a GPU: part of the checks the switch turns off
+            real = speakers[mask]
+            if real.numel() and (real.min() < 0 or real.max() >= self.num_speakers):
+                raise ValueError(
+                    f"speakers: ids must lie in [0, {self.num_speakers}) at real utterances, "
+                    f"got range [{int(real.min())}, {int(real.max())}]"
+                )
         positions = torch.arange(t, device=x.device)
         # Padded positions may hold any id; real ones are used as they are.
         spk = self.speaker(torch.where(mask, speakers, torch.zeros_like(speakers)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -216,7 +217,7 @@ def read_meld_csv(folder: str | Path, *, labels: str = "emotion") -> Conversatio
     cols = (
         MELD_COLUMNS
         if labels == "emotion"
-        else TableColumns(**{**MELD_COLUMNS.__dict__, "label": "Sentiment"})
+        else dataclasses.replace(MELD_COLUMNS, label="Sentiment")
     )
     parts = [
         read_conversation_table(
