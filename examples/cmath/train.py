@@ -226,6 +226,8 @@ def train_seed(
         if not quiet and rank == 0:
             print(f"resumed {out / 'last.pt'} after epoch {state['epoch']}")
 
+    if not quiet and rank == 0:
+        print(model.describe())
     train = ds.split("train")
     started = time.time()
     for epoch in range(state["epoch"] + 1, tc.epochs + 1):
@@ -442,8 +444,6 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out or f"runs/{config.data.dataset}")
     if not args.ablations:
-        if rank == 0 and not args.quiet:
-            print(build_model(config.model, ds).describe())
         run(config, ds, out, resume=args.resume, quiet=args.quiet)
         return 0
     rows = []
