@@ -191,9 +191,16 @@ def device_for(name: str) -> torch.device:
 
 
 def train_seed(
-    config: RunConfig, ds: ConversationDataset, seed: int, out: Path, *, resume: bool, quiet: bool
+    config: RunConfig,
+    ds: ConversationDataset,
+    seed: int,
+    out: Path,
+    *,
+    resume: bool,
+    quiet: bool,
+    probe: dict | None = None,
 ) -> dict:
-    """Train one seed; returns (and writes) its results."""
+    """Train one seed; returns (and writes) its results, with the linear ``probe``'s if given."""
     rank, size = world()
     tc = config.train
     device = device_for(tc.device)
@@ -321,8 +328,8 @@ def train_seed(
         "best_test_over_epochs": state["best_test"],
         "history": state["history"],
     }
-    if tc.probe:
-        results["linear_probe"] = linear_probe(ds)
+    if probe is not None:
+        results["linear_probe"] = probe
     if rank == 0:
         (out / "results.json").write_text(json.dumps(results, indent=2))
         report.plot_confusion(
@@ -340,8 +347,9 @@ def run(
 ) -> dict:
     """Every seed of ``config``; writes and returns the summary over seeds."""
     rank, _ = world()
+    probe = linear_probe(ds) if config.train.probe else None  # deterministic: fit once
     runs = [
-        train_seed(config, ds, s, out / f"seed{s}", resume=resume, quiet=quiet)
+        train_seed(config, ds, s, out / f"seed{s}", resume=resume, quiet=quiet, probe=probe)
         for s in config.train.seeds
     ]
     summary = {"seeds": config.train.seeds, **report.summarize(runs)}
