@@ -11,6 +11,7 @@ from fusionkit.blocks import (
     DialogueContextEncoder,
     FeedForward,
     ModalityReconstructor,
+    MultiHeadAttention,
     Reconstruction,
     TransformerLayer,
     VariationalFusion,
@@ -20,7 +21,7 @@ from fusionkit.blocks import (
 from fusionkit.fusion import ConcatFusion, GatedFusion, LowRankFusion, TensorFusion
 from fusionkit.metrics import ClassificationReport, classification_report
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "IGNORE_INDEX",
@@ -35,6 +36,7 @@ __all__ = [
     "GatedFusion",
     "LowRankFusion",
     "ModalityReconstructor",
+    "MultiHeadAttention",
     "Reconstruction",
     "TensorFusion",
     "TransformerLayer",

@@ -18,6 +18,9 @@ class Dialogue:
     """One conversation: ``features`` modality -> (t, d_m) array, ``speakers`` and ``labels`` (t,).
 
     A label of ``IGNORE_INDEX`` marks an utterance that is fed to the model but never scored.
+    ``presence`` modality -> bool (t,) marks the utterances that have that modality; a
+    modality not in it is present everywhere. Feature values of absent utterances carry no
+    meaning (conventions.md, "Presence of a modality").
     """
 
     id: str
@@ -25,6 +28,7 @@ class Dialogue:
     speakers: np.ndarray
     labels: np.ndarray
     extras: Mapping[str, object] = field(default_factory=dict)
+    presence: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
         t = len(self.labels)
@@ -37,21 +41,39 @@ class Dialogue:
                 raise ValueError(
                     f"dialogue {self.id!r}: features[{name!r}] has shape {x.shape}, expected ({t}, dim)"
                 )
+        for name, p in self.presence.items():
+            if name not in self.features:
+                raise ValueError(f"dialogue {self.id!r}: presence[{name!r}] names no modality")
+            p = np.asarray(p)
+            if p.dtype != np.bool_ or p.shape != (t,):
+                raise ValueError(
+                    f"dialogue {self.id!r}: presence[{name!r}] must be bool of shape ({t},), got {p.dtype} {p.shape}"
+                )
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def present(self, modality: str) -> np.ndarray:
+        """Bool (t,): the utterances that have ``modality``."""
+        if modality not in self.features:
+            raise KeyError(f"modality {modality!r} not in {sorted(self.features)}")
+        p = self.presence.get(modality)
+        return np.ones(len(self), dtype=bool) if p is None else np.asarray(p, dtype=bool)
 
 
 @dataclass(frozen=True)
 class DialogueBatch:
     """A padded batch: ``features`` modality -> (b, t, d_m), ``mask`` (b, t) True at real
-    utterances, ``speakers`` (b, t), ``labels`` (b, t) with ``IGNORE_INDEX`` at padding."""
+    utterances, ``speakers`` (b, t), ``labels`` (b, t) with ``IGNORE_INDEX`` at padding, and
+    ``presence`` modality -> (b, t) True where an utterance has that modality (a subset of
+    ``mask``; a modality left out is filled in as ``mask``, so every modality has one)."""
 
     features: dict[str, Tensor]
     mask: Tensor
     speakers: Tensor
     labels: Tensor
     ids: tuple[str, ...] = ()
+    presence: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.mask.dtype != torch.bool or self.mask.dim() != 2:
@@ -68,6 +90,18 @@ class DialogueBatch:
                 raise ValueError(
                     f"features[{name!r}]: shape {tuple(x.shape)} does not match mask {tuple(self.mask.shape)}"
                 )
+        unknown = sorted(set(self.presence) - set(self.features))
+        if unknown:
+            raise ValueError(f"presence: {unknown} name no modality of {sorted(self.features)}")
+        for name, p in self.presence.items():
+            if p.dtype != torch.bool or p.shape != self.mask.shape:
+                raise ValueError(
+                    f"presence[{name!r}]: expected a bool tensor of shape {tuple(self.mask.shape)}, got {p.dtype} {tuple(p.shape)}"
+                )
+            if bool((p & ~self.mask).any()):
+                raise ValueError(f"presence[{name!r}]: True at a padded position (not in mask)")
+        full = {m: self.presence.get(m, self.mask) for m in sorted(self.features)}
+        object.__setattr__(self, "presence", full)
 
     @property
     def modalities(self) -> list[str]:
@@ -83,13 +117,17 @@ class DialogueBatch:
             speakers=move(self.speakers),
             labels=move(self.labels),
             ids=self.ids,
+            presence={k: move(v) for k, v in self.presence.items()},
         )
 
     @classmethod
     def collate(
         cls, dialogues: Sequence[Dialogue], *, dtype: torch.dtype = torch.float32
     ) -> DialogueBatch:
-        """Pad dialogues of different lengths into one batch (features 0, labels -100)."""
+        """Pad dialogues of different lengths into one batch (features 0, labels -100).
+
+        Features of absent utterances are set to 0 too, so nothing there looks like data.
+        """
         if not dialogues:
             raise ValueError("dialogues: cannot collate an empty list")
         names = sorted(dialogues[0].features)
@@ -105,17 +143,22 @@ class DialogueBatch:
         features = {
             m: torch.zeros(b, t, dialogues[0].features[m].shape[1], dtype=dtype) for m in names
         }
+        presence = {m: torch.zeros(b, t, dtype=torch.bool) for m in names}
         for i, d in enumerate(dialogues):
             n = len(d)
             mask[i, :n] = True
             speakers[i, :n] = torch.as_tensor(np.asarray(d.speakers), dtype=torch.long)
             labels[i, :n] = torch.as_tensor(np.asarray(d.labels), dtype=torch.long)
             for m in names:
-                features[m][i, :n] = torch.as_tensor(np.asarray(d.features[m]), dtype=dtype)
+                present = torch.from_numpy(d.present(m))
+                x = torch.as_tensor(np.asarray(d.features[m]), dtype=dtype)
+                features[m][i, :n] = torch.where(present[:, None], x, 0.0)
+                presence[m][i, :n] = present
         return cls(
             features=features,
             mask=mask,
             speakers=speakers,
             labels=labels,
             ids=tuple(d.id for d in dialogues),
+            presence=presence,
         )

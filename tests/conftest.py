@@ -1,4 +1,4 @@
-"""Shared test set-up: Triton's interpreter on CPU-only machines, seeding, tolerances."""
+"""Test set-up: Triton's interpreter on CPU-only machines, seeding (helpers: tests/helpers.py)."""
 
 import os
 
@@ -15,9 +15,3 @@ import pytest
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """Relative Frobenius error of ``actual`` against ``expected``, computed in float64."""
-    a, e = actual.double(), expected.double()
-    return ((a - e).norm() / e.norm().clamp_min(1e-12)).item()

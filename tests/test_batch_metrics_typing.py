@@ -65,8 +65,9 @@ def test_typecheck_switch_turns_checking_off():
         "assert not fk.typing.CHECKING\n"
         "f = lambda x: x\n"
         "assert fk.typing.typechecked(f) is f\n"
-        "m = fk.CrossModalAttention(8, heads=2)\n"
-        "m(torch.randn(2, 3, 8), torch.randn(2, 3, 8), mask=torch.ones(2, 3))  # float mask passes unchecked\n"
+        "m = fk.MultiHeadAttention(8, heads=2)\n"
+        "mask = torch.ones(1, 3, dtype=torch.bool)  # batch 1 for 2: checked, this would fail\n"
+        "m(torch.randn(2, 3, 8), torch.randn(2, 3, 8), mask=mask)\n"
     )
     env = dict(os.environ, FUSIONKIT_TYPECHECK="0")
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -28,6 +28,7 @@ from fusionkit import (
     ModalityReconstructor,
     VariationalFusion,
 )
+from fusionkit.attention import Backend
 from fusionkit.batch import IGNORE_INDEX
 from fusionkit.losses import DistillationLevel, HierarchicalDistillation
 from fusionkit.typing import Bool, Int, check_features, typechecked
@@ -80,7 +81,7 @@ class CMATHConfig:
     alpha: float = 1e-3  # L_rec sums squared errors over features: thousands at the start
     beta: float = 0.01
     gamma: float = 1.0
-    backend: str = "auto"
+    backend: Backend = "auto"
 
     def resolved_centrals(self) -> list[str]:
         centrals = sorted(self.input_dims) if self.centrals is None else list(self.centrals)
@@ -202,9 +203,8 @@ class CMATH(nn.Module):
             self.fusion = ConcatFusion(dict.fromkeys(self.centrals, d), latent)
         else:
             mode = "poe" if c.fusion == "poe" else "concat"
-            self.fusion = VariationalFusion(
-                d, num_inputs=len(self.centrals), latent_dim=latent, mode=mode
-            )
+            self.fusion = VariationalFusion(dict.fromkeys(self.centrals, d), latent, mode=mode)
+        self.variational = c.fusion != "concat"
         self.head = nn.Linear(latent, c.num_classes)
         self.fine_heads = nn.ModuleDict(
             {k: nn.Linear(d, c.num_classes) for k in self.centrals} if hierarchical else {}
@@ -251,19 +251,15 @@ class CMATH(nn.Module):
         for m in self.modalities:  # steps 1 and 2
             z = features[m]
             if m in self.reconstructors:
-                rec = self.reconstructors[m](z, mask)
+                rec = self.reconstructors[m](z, mask=mask)
                 z, rec_loss = rec.latent, rec_loss + rec.loss
-            unimodal[m] = self.context[m](self.project[m](z), mask, speakers)
+            unimodal[m] = self.context[m](self.project[m](z), mask=mask, speakers=speakers)
         fine = {}
         for central, cma in self.cma.items():  # step 3
-            streams = cma({m: unimodal[m] for m in [central, *cma.auxiliary]}, mask)
-            fine[central] = self.gate[central](streams, mask)
-        inputs = [fine[k] for k in self.centrals]
-        if isinstance(self.fusion, VariationalFusion):  # step 4
-            out = self.fusion(inputs, mask)
-            coarse, kl = out.z, out.kl
-        else:
-            coarse, kl = self.fusion(fine, mask), zero
+            streams = cma({m: unimodal[m] for m in [central, *cma.auxiliary]}, mask=mask)
+            fine[central] = self.gate[central](streams, mask=mask)
+        fused = self.fusion(fine, mask=mask)  # step 4
+        coarse, kl = (fused.z, fused.kl) if self.variational else (fused, zero)
         return CMATHOutput(  # step 5
             logits=self.head(coarse),
             fine_logits={k: h(fine[k]) for k, h in self.fine_heads.items()},
@@ -321,7 +317,7 @@ class CMATH(nn.Module):
                 DistillationLevel(out.fine_logits, out.fine),
                 DistillationLevel(out.unimodal_logits, out.unimodal),
             ]
-            kd = self.distillation(levels, mask)
+            kd = self.distillation(levels, mask=mask)
             for k, v in kd.terms.items():
                 terms[f"kd/{k}"] = v * utt_scale
             terms["kd"] = kd.total * utt_scale

@@ -2,7 +2,7 @@
 
 from fusionkit.blocks.cma_transformer import CMATransformer, stream_name
 from fusionkit.blocks.context import DialogueContextEncoder
-from fusionkit.blocks.cross_attention import CrossModalAttention
+from fusionkit.blocks.multihead_attention import CrossModalAttention, MultiHeadAttention
 from fusionkit.blocks.reconstruction import ModalityReconstructor, Reconstruction
 from fusionkit.blocks.transformer import FeedForward, TransformerLayer
 from fusionkit.blocks.variational import VariationalFusion, VariationalOutput
@@ -13,6 +13,7 @@ __all__ = [
     "DialogueContextEncoder",
     "FeedForward",
     "ModalityReconstructor",
+    "MultiHeadAttention",
     "Reconstruction",
     "TransformerLayer",
     "VariationalFusion",

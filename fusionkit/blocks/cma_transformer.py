@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import torch
 from jaxtyping import Bool
 from torch import Tensor, nn
 
+from fusionkit._deprecation import keyword_only
 from fusionkit.attention import Backend
 from fusionkit.blocks.transformer import TransformerLayer
 from fusionkit.typing import check_features, typechecked
@@ -25,7 +27,8 @@ class CMATransformer(nn.Module):
     stream ``c<-a`` depends on c and a only. With ``symmetric=True`` every ordered pair of
     modalities gets a stream (MulT-style), for the ablation. With no auxiliary modality the
     block returns the central stream alone. ``aligned=True`` gives every layer the
-    same-utterance auxiliary features directly as well (see :class:`TransformerLayer`).
+    same-utterance auxiliary features directly as well (see :class:`TransformerLayer`);
+    ``causal=True`` lets utterance t see utterances <= t only.
 
     Returns a dict: ``central`` -> the central input (zeroed at padding), and ``"x<-y"`` -> (b, t, dim)
     for each pair.
@@ -43,6 +46,7 @@ class CMATransformer(nn.Module):
         dropout: float = 0.1,
         symmetric: bool = False,
         aligned: bool = False,
+        causal: bool = False,
         backend: Backend = "auto",
     ):
         super().__init__()
@@ -68,6 +72,7 @@ class CMATransformer(nn.Module):
                         dropout=dropout,
                         cross=True,
                         aligned=aligned,
+                        causal=causal,
                         backend=backend,
                     )
                     for _ in range(depth)
@@ -82,18 +87,19 @@ class CMATransformer(nn.Module):
         """Keys of the returned dict, in order: the central modality, then each stream."""
         return [self.central, *(stream_name(t, s) for t, s in self.pairs)]
 
+    @keyword_only("mask")
     @typechecked
     def forward(
-        self, features: Mapping[str, Tensor], mask: Bool[Tensor, "batch time"]
+        self, features: Mapping[str, Tensor], *, mask: Bool[Tensor, "batch time"]
     ) -> dict[str, Tensor]:
         """Augment ``features[central]`` (b, t, dim) by each auxiliary (b, t, dim)."""
         expected = {m: self.dim for m in [self.central, *self.auxiliary]}
         check_features("features", features, mask, expected=expected)
         keep = mask.unsqueeze(-1)
-        out = {self.central: features[self.central] * keep.to(features[self.central].dtype)}
+        out = {self.central: torch.where(keep, features[self.central], 0.0)}
         for target, source in self.pairs:
             u = features[target]
             for layer in self.streams[stream_name(target, source)]:
-                u = layer(u, mask, features[source], mask)
-            out[stream_name(target, source)] = self.norm(u) * keep.to(u.dtype)
+                u = layer(u, mask=mask, context=features[source], key_mask=mask)
+            out[stream_name(target, source)] = torch.where(keep, self.norm(u), 0.0)
         return out

@@ -6,6 +6,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from fusionkit._deprecation import keyword_only
 from fusionkit.attention import Backend
 from fusionkit.blocks.transformer import TransformerLayer
 from fusionkit.typing import CHECKING, check_last_dim, typechecked
@@ -21,6 +22,7 @@ class DialogueContextEncoder(nn.Module):
         num_speakers: size of the speaker embedding table (ids 0..num_speakers-1).
         max_len: longest dialogue the learned position table covers.
         dropout: dropout inside the layers.
+        causal: utterance t sees utterances <= t only (online use).
     """
 
     def __init__(
@@ -33,6 +35,7 @@ class DialogueContextEncoder(nn.Module):
         max_len: int = 512,
         dropout: float = 0.1,
         ff_mult: int = 4,
+        causal: bool = False,
         backend: Backend = "auto",
     ):
         super().__init__()
@@ -40,15 +43,19 @@ class DialogueContextEncoder(nn.Module):
         self.speaker = nn.Embedding(num_speakers, dim)
         self.position = nn.Embedding(max_len, dim)
         self.layers = nn.ModuleList(
-            TransformerLayer(dim, heads=heads, ff_mult=ff_mult, dropout=dropout, backend=backend)
+            TransformerLayer(
+                dim, heads=heads, ff_mult=ff_mult, dropout=dropout, causal=causal, backend=backend
+            )
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
 
+    @keyword_only("mask", "speakers")
     @typechecked
     def forward(
         self,
         x: Float[Tensor, "batch time dim"],
+        *,
         mask: Bool[Tensor, "batch time"],
         speakers: Int[Tensor, "batch time"],
     ) -> Float[Tensor, "batch time dim"]:
@@ -69,5 +76,5 @@ class DialogueContextEncoder(nn.Module):
         spk = self.speaker(torch.where(mask, speakers, torch.zeros_like(speakers)))
         h = x + spk.to(x.dtype) + self.position(positions).to(x.dtype)
         for layer in self.layers:
-            h = layer(h, mask)
-        return self.norm(h) * mask.unsqueeze(-1).to(h.dtype)
+            h = layer(h, mask=mask)
+        return torch.where(mask.unsqueeze(-1), self.norm(h), 0.0)

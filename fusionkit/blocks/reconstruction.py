@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from fusionkit._deprecation import keyword_only
 from fusionkit.losses.masked import masked_mse
 from fusionkit.typing import check_last_dim, typechecked
 
@@ -49,6 +51,7 @@ class ModalityReconstructor(nn.Module):
         dropout: dropout after each activation.
         kind: ``"unet"`` (convolutional, sees neighbouring utterances) or ``"mlp"``.
         kernel_size: odd convolution width over utterances.
+        causal: convolutions see the current and earlier utterances only (online use).
         skip: U-Net skip connections (``"unet"`` only).
         loss_reduction: ``"sum"`` or ``"mean"`` over features.
     """
@@ -64,6 +67,7 @@ class ModalityReconstructor(nn.Module):
         kernel_size: int = 3,
         skip: bool = True,
         loss_reduction: Literal["sum", "mean"] = "sum",
+        causal: bool = False,
     ):
         super().__init__()
         if kernel_size % 2 != 1:
@@ -76,7 +80,8 @@ class ModalityReconstructor(nn.Module):
         if widths[1] == in_dim:
             widths = widths[1:]
         k = kernel_size if kind == "unet" else 1
-        conv = lambda i, o: nn.Conv1d(i, o, k, padding=k // 2)  # noqa: E731
+        self.padding = (k - 1, 0) if causal else (k // 2, k // 2)
+        conv = lambda i, o: nn.Conv1d(i, o, k)  # noqa: E731
         self.down = nn.ModuleList(conv(i, o) for i, o in itertools.pairwise(widths))
         pairs = list(zip(reversed(widths[1:]), reversed(widths[:-1])))
         # Every decoder level but the last also sees its encoder twin (the U-Net skip).
@@ -88,12 +93,13 @@ class ModalityReconstructor(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def _conv(self, layer: nn.Module, h: Tensor, keep: Tensor, last: bool) -> Tensor:
-        h = layer(h * keep)
+        h = layer(F.pad(h * keep, self.padding))
         return h if last else self.drop(self.act(h))
 
+    @keyword_only("mask")
     @typechecked
     def forward(
-        self, x: Float[Tensor, "batch time in_dim"], mask: Bool[Tensor, "batch time"]
+        self, x: Float[Tensor, "batch time in_dim"], *, mask: Bool[Tensor, "batch time"]
     ) -> Reconstruction:
         """Compress and reconstruct ``x`` (b, t, in_dim); outputs are zero at padding."""
         check_last_dim("x", x, self.in_dim)
@@ -113,5 +119,5 @@ class ModalityReconstructor(nn.Module):
         return Reconstruction(
             latent=rearrange(latent, "b d t -> b t d"),
             reconstruction=recon,
-            loss=masked_mse(recon, x, mask, reduction=self.loss_reduction),
+            loss=masked_mse(recon, x, mask=mask, reduction=self.loss_reduction),
         )

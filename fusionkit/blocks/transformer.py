@@ -3,11 +3,13 @@ CMA-Transformer (cross-attention), and its feed-forward block."""
 
 from __future__ import annotations
 
+import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from fusionkit._deprecation import keyword_only
 from fusionkit.attention import Backend
-from fusionkit.blocks.cross_attention import CrossModalAttention
+from fusionkit.blocks.multihead_attention import MultiHeadAttention
 from fusionkit.typing import typechecked
 
 
@@ -34,7 +36,7 @@ class TransformerLayer(nn.Module):
     with ``cross=True`` over a ``context`` stream with a norm of its own. ``aligned=True``
     (cross only, tq = tk) also adds ``Linear(LN(ctx))`` at the same position: the aligned
     utterance's context directly, which attention over the dialogue learns to find only
-    slowly (docs/results.md, ablations).
+    slowly (docs/results.md, ablations). ``causal=True``: utterance t sees utterances <= t.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class TransformerLayer(nn.Module):
         dropout: float = 0.0,
         cross: bool = False,
         aligned: bool = False,
+        causal: bool = False,
         backend: Backend = "auto",
     ):
         super().__init__()
@@ -54,36 +57,44 @@ class TransformerLayer(nn.Module):
         self.cross = cross
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim) if cross else None
-        self.attn = CrossModalAttention(dim, heads=heads, dropout=dropout, backend=backend)
+        self.attn = MultiHeadAttention(
+            dim, heads=heads, dropout=dropout, causal=causal, backend=backend
+        )
         self.aligned = nn.Linear(dim, dim) if aligned else None
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, ff_mult=ff_mult, dropout=dropout)
         self.drop = nn.Dropout(dropout)
 
+    @keyword_only("mask", "context", "key_mask", renamed={"context_mask": "key_mask"})
     @typechecked
     def forward(
         self,
         x: Float[Tensor, "batch tq dim"],
+        *,
         mask: Bool[Tensor, "batch tq"],
         context: Float[Tensor, "batch tk dim"] | None = None,
-        context_mask: Bool[Tensor, "batch tk"] | None = None,
+        key_mask: Bool[Tensor, "batch tk"] | None = None,
     ) -> Float[Tensor, "batch tq dim"]:
-        """Update ``x`` (b, tq, dim); ``context`` (b, tk, dim) is required iff ``cross``."""
+        """Update ``x`` (b, tq, dim); ``context`` (b, tk, dim) is required iff ``cross``.
+
+        ``key_mask`` marks the context's present keys (default: ``mask`` for self-attention,
+        every key for cross-attention); zeros where ``mask`` is False.
+        """
         if (context is None) == self.cross:
             raise ValueError(
                 f"context: {'required' if self.cross else 'not accepted'} by this layer (cross={self.cross})"
             )
         q = self.norm_q(x)
-        if self.cross:
-            kv, kv_mask = self.norm_kv(context), context_mask
-        else:
-            kv, kv_mask = q, mask
-        x = x + self.drop(self.attn(q, kv, context_mask=kv_mask))
+        kv = self.norm_kv(context) if self.cross else q
+        x = x + self.drop(self.attn(q, kv, key_mask=key_mask if self.cross else mask))
         if self.aligned is not None:
             if kv.shape[1] != x.shape[1]:
                 raise ValueError(
                     f"context: aligned=True needs as many positions as x, got {kv.shape[1]} and {x.shape[1]}"
                 )
-            x = x + self.drop(self.aligned(kv))
+            aligned = self.aligned(kv)
+            if key_mask is not None:  # an absent aligned utterance adds nothing
+                aligned = torch.where(key_mask.unsqueeze(-1), aligned, 0.0)
+            x = x + self.drop(aligned)
         x = x + self.drop(self.ff(self.norm_ff(x)))
-        return x * mask.unsqueeze(-1).to(x.dtype)
+        return torch.where(mask.unsqueeze(-1), x, 0.0)

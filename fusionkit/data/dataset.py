@@ -82,18 +82,28 @@ class ConversationDataset:
                 f"modalities: {unknown or 'none'} not available; this dataset has {self.modalities}"
             )
         dialogues = {
-            k: replace(d, features={m: d.features[m] for m in names})
+            k: replace(
+                d,
+                features={m: d.features[m] for m in names},
+                presence={m: p for m, p in d.presence.items() if m in names},
+            )
             for k, d in self.dialogues.items()
         }
         return replace(self, dialogues=dialogues)
 
     def standardized(self, split: str = "train", eps: float = 1e-6) -> ConversationDataset:
-        """Every modality shifted and scaled by the per-feature mean and std of ``split``."""
+        """Every modality shifted and scaled by the per-feature mean and std of the present
+        utterances of ``split``."""
         stats = {}
         for m in self.modalities:
             x = np.concatenate(
-                [np.asarray(d.features[m], dtype=np.float64) for d in self.split(split)]
+                [
+                    np.asarray(d.features[m], dtype=np.float64)[d.present(m)]
+                    for d in self.split(split)
+                ]
             )
+            if len(x) == 0:
+                raise ValueError(f"standardized: no {split} utterance has modality {m!r}")
             stats[m] = (x.mean(0), x.std(0) + eps)
         dialogues = {
             k: replace(

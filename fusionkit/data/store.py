@@ -1,7 +1,7 @@
 """fusionkit's own on-disk format for conversation datasets: one ``.npz`` file, no pickle.
 
 Arrays: ``features/<modality>`` (N, d_m) float32 with every utterance of every dialogue in
-order, ``speakers`` and ``labels`` (N,) int64, ``offsets`` (D + 1,) int64 (dialogue i holds
+order, ``presence/<modality>`` (N,) bool where some utterance lacks that modality, ``speakers`` and ``labels`` (N,) int64, ``offsets`` (D + 1,) int64 (dialogue i holds
 rows ``offsets[i]:offsets[i+1]``), and ``meta``: a JSON string with the format name and
 version, dataset name, label names, dialogue ids, splits, number of speakers, source and
 info. ``np.load(..., allow_pickle=False)`` reads it: nothing in it can run code.
@@ -37,6 +37,10 @@ def save_npz(
         )
         for m in dataset.modalities
     }
+    for m in dataset.modalities:  # only where something is absent: old files stay as they were
+        present = np.concatenate([d.present(m) for d in dialogues])
+        if not present.all():
+            arrays[f"presence/{m}"] = present
     arrays["speakers"] = np.concatenate([np.asarray(d.speakers, dtype=np.int64) for d in dialogues])
     arrays["labels"] = np.concatenate([np.asarray(d.labels, dtype=np.int64) for d in dialogues])
     arrays["offsets"] = offsets
@@ -85,6 +89,7 @@ def load_npz(path: str | Path) -> ConversationDataset:
     meta = read_meta(path)
     with np.load(path, allow_pickle=False) as z:
         feats = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("features/")}
+        presence = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("presence/")}
         speakers, labels, offsets = z["speakers"], z["labels"], z["offsets"]
     dialogues = {}
     for i, did in enumerate(meta["dialogue_ids"]):
@@ -94,6 +99,7 @@ def load_npz(path: str | Path) -> ConversationDataset:
             features={m: x[lo:hi] for m, x in feats.items()},
             speakers=speakers[lo:hi],
             labels=labels[lo:hi],
+            presence={m: p[lo:hi] for m, p in presence.items()},
         )
     return ConversationDataset(
         name=meta["name"],

@@ -11,16 +11,18 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from fusionkit._deprecation import keyword_only
 from fusionkit.losses.masked import masked_mean
 from fusionkit.typing import typechecked
 
 
+@keyword_only("mask")
 @typechecked
 def distillation_kl(
     student_logits: Float[Tensor, "batch time classes"],
     teacher_logits: Float[Tensor, "batch time classes"],
-    mask: Bool[Tensor, "batch time"],
     *,
+    mask: Bool[Tensor, "batch time"],
     temperature: float = 1.0,
 ) -> Float[Tensor, ""]:
     """``tau^2 * KL(softmax(teacher/tau) || softmax(student/tau))`` over real utterances.
@@ -31,15 +33,16 @@ def distillation_kl(
     log_p_teacher = F.log_softmax(teacher_logits.detach().float() / tau, dim=-1)
     log_p_student = F.log_softmax(student_logits.float() / tau, dim=-1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
-    return tau**2 * masked_mean(kl, mask)
+    return tau**2 * masked_mean(kl, mask=mask)
 
 
+@keyword_only("mask")
 @typechecked
 def feature_consistency(
     student: Float[Tensor, "batch time dim"],
     teacher: Float[Tensor, "batch time dim"],
-    mask: Bool[Tensor, "batch time"],
     *,
+    mask: Bool[Tensor, "batch time"],
     kind: Literal["mse", "cosine"] = "mse",
 ) -> Float[Tensor, ""]:
     """Distance between student and detached teacher features, averaged over real utterances.
@@ -53,7 +56,7 @@ def feature_consistency(
         dist = 1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-6)
     else:
         raise ValueError(f"kind: expected 'mse' or 'cosine', got {kind!r}")
-    return masked_mean(dist, mask)
+    return masked_mean(dist, mask=mask)
 
 
 @dataclass(frozen=True)
@@ -112,9 +115,10 @@ class HierarchicalDistillation(nn.Module):
             else nn.ModuleList()
         )
 
+    @keyword_only("mask")
     @typechecked
     def forward(
-        self, levels: Sequence[DistillationLevel], mask: Bool[Tensor, "batch time"]
+        self, levels: Sequence[DistillationLevel], *, mask: Bool[Tensor, "batch time"]
     ) -> DistillationOutput:
         """Sum the distillation terms of every level below the first."""
         if len(levels) < 2:
@@ -128,7 +132,7 @@ class HierarchicalDistillation(nn.Module):
             teacher_logits = torch.stack(list(teacher.logits.values())).mean(0)
             kd = torch.stack(
                 [
-                    distillation_kl(s, teacher_logits, mask, temperature=self.temperature)
+                    distillation_kl(s, teacher_logits, mask=mask, temperature=self.temperature)
                     for s in student.logits.values()
                 ]
             ).sum()
@@ -141,7 +145,7 @@ class HierarchicalDistillation(nn.Module):
                 proj = self.projections[i - 1]
                 feat = torch.stack(
                     [
-                        feature_consistency(proj(f), target, mask, kind=self.feature_kind)
+                        feature_consistency(proj(f), target, mask=mask, kind=self.feature_kind)
                         for f in student.features.values()
                     ]
                 ).sum()

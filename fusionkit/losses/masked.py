@@ -8,10 +8,12 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from fusionkit._deprecation import keyword_only
 from fusionkit.typing import typechecked
 
 
-def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+@keyword_only("mask")
+def masked_mean(values: Tensor, *, mask: Tensor) -> Tensor:
     """Mean of per-utterance ``values`` (b, t) over real utterances; 0 when there are none.
 
     Values at padded positions are dropped with ``where``, not multiplied by 0, so that a
@@ -21,12 +23,13 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return kept.sum() / mask.sum().clamp_min(1).to(values.dtype)
 
 
+@keyword_only("mask")
 @typechecked
 def masked_mse(
     prediction: Float[Tensor, "batch time dim"],
     target: Float[Tensor, "batch time dim"],
-    mask: Bool[Tensor, "batch time"],
     *,
+    mask: Bool[Tensor, "batch time"],
     reduction: Literal["mean", "sum"] = "mean",
 ) -> Float[Tensor, ""]:
     """Squared error per utterance (mean or sum over features), averaged over real utterances.
@@ -37,15 +40,17 @@ def masked_mse(
     err = torch.where(
         mask.unsqueeze(-1), err, torch.zeros((), device=err.device)
     )  # inf - inf at padding
-    return masked_mean(err.mean(-1) if reduction == "mean" else err.sum(-1), mask)
+    return masked_mean(err.mean(-1) if reduction == "mean" else err.sum(-1), mask=mask)
 
 
+@keyword_only("mask")
 @typechecked
 def gaussian_kl(
     mu: Float[Tensor, "batch time dim"],
     logvar: Float[Tensor, "batch time dim"],
+    *,
     mask: Bool[Tensor, "batch time"],
 ) -> Float[Tensor, ""]:
     """KL(N(mu, exp(logvar)) || N(0, I)), summed over features, averaged over real utterances."""
     mu, logvar = mu.float(), logvar.float()
-    return masked_mean(0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1), mask)
+    return masked_mean(0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1), mask=mask)

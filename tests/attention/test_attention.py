@@ -4,24 +4,13 @@ The Triton kernel runs under Triton's interpreter on CPU tensors (``TRITON_INTER
 set in ``tests/conftest.py`` before the kernel module is imported).
 """
 
-import os
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fusionkit.attention import attention, triton_available
-from tests.conftest import rel_error
-
-needs_triton = pytest.mark.skipif(
-    not triton_available(), reason="triton is not installed: pip install 'fusionkit[triton]'"
-)
-needs_interpreter_or_gpu = pytest.mark.skipif(
-    not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
-    reason="no GPU and TRITON_INTERPRET is not set",
-)
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from fusionkit.attention import attention
+from tests.helpers import DEVICE, needs_interpreter_or_gpu, needs_triton, rel_error
 
 
 def _inputs(b, h, tq, tk, dh, dv, *, dtype, fully_masked_row=True, seed=0):

@@ -3,10 +3,9 @@
 import torch
 
 from fusionkit.attention import attention, triton_available
-from tests.attention.test_attention import needs_interpreter_or_gpu, needs_triton
+from tests.helpers import DEVICE, needs_interpreter_or_gpu, needs_triton
 
 pytestmark = [needs_triton, needs_interpreter_or_gpu]
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _qkv(tq=9, tk=13, d=16):
@@ -34,15 +33,15 @@ def test_torch_compile_fullgraph_traces_the_kernel():
     import fusionkit as fk
 
     torch._dynamo.reset()
-    layer = fk.CrossModalAttention(32, heads=2, backend="triton").to(DEVICE)
+    layer = fk.MultiHeadAttention(32, heads=2, backend="triton").to(DEVICE)
     x, ctx = torch.randn(2, 7, 32, device=DEVICE), torch.randn(2, 11, 32, device=DEVICE)
     mask = torch.ones(2, 11, dtype=torch.bool, device=DEVICE)
     mask[0, 4:] = False
-    eager = layer(x, ctx, context_mask=mask)
+    eager = layer(x, ctx, key_mask=mask)
     compiled = torch.compile(layer, fullgraph=True)
     # No cached graph: a stale cache would hide a change to the op's fake implementation.
     with torch._inductor.config.patch(force_disable_caches=True):
-        out = compiled(x, ctx, context_mask=mask)
+        out = compiled(x, ctx, key_mask=mask)
     torch.testing.assert_close(out, eager, atol=1e-5, rtol=1e-4)
     out.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())

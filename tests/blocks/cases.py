@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 import fusionkit as fk
 from fusionkit.losses import DistillationLevel, HierarchicalDistillation, masked_mean
+from tests.helpers import lengths_mask
 
 D = 16
 
@@ -44,13 +45,13 @@ def _fusion(cls, **kw):
         cls.__name__,
         lambda: cls(dims, D, **kw),
         dims,
-        lambda m, f, mask, s: ([m(f, mask)], score(m(f, mask))),
+        lambda m, f, mask, s: ([m(f, mask=mask)], score(m(f, mask=mask))),
     )
 
 
 def _cma(symmetric: bool, aligned: bool = False) -> Case:
     def run(m, f, mask, s):
-        out = m(f, mask)
+        out = m(f, mask=mask)
         return list(out.values()), score(*out.values())
 
     return Case(
@@ -72,7 +73,7 @@ def _cma(symmetric: bool, aligned: bool = False) -> Case:
 
 def _reconstructor(kind: str) -> Case:
     def run(m, f, mask, s):
-        r = m(f["x"], mask)
+        r = m(f["x"], mask=mask)
         return [r.latent, r.reconstruction], score(r.reconstruction, r.latent) + r.loss
 
     return Case(
@@ -85,12 +86,12 @@ def _reconstructor(kind: str) -> Case:
 
 def _variational(mode: str) -> Case:
     def run(m, f, mask, s):
-        out = m([f["a"], f["b"]], mask)
+        out = m(f, mask=mask)
         return [out.z, out.mu, out.logvar], score(out.z) + out.kl
 
     return Case(
         f"VariationalFusion({mode})",
-        lambda: fk.VariationalFusion(D, num_inputs=2, latent_dim=8, mode=mode),
+        lambda: fk.VariationalFusion({"a": D, "b": D}, 8, mode=mode),
         {"a": D, "b": D},
         run,
         stochastic=True,
@@ -98,12 +99,12 @@ def _variational(mode: str) -> Case:
 
 
 def _context(m, f, mask, s):
-    out = m(f["x"], mask, s)
+    out = m(f["x"], mask=mask, speakers=s)
     return [out], score(out)
 
 
 def _cross(m, f, mask, s):
-    out = m(f["x"], f["c"], context_mask=mask, mask=mask)
+    out = m(f["x"], f["c"], key_mask=mask, mask=mask)
     return [out], score(out)
 
 
@@ -125,14 +126,12 @@ def _distil(m, f, mask, s):
         DistillationLevel({"coarse": logits[0]}, {"coarse": f["a"]}),
         DistillationLevel({"b": logits[1], "c": logits[2]}, {"b": f["b"], "c": f["c"]}),
     ]
-    out = m.loss(levels, mask)
-    return logits, out.total + masked_mean(logits[0].square().mean(-1), mask)
+    out = m.loss(levels, mask=mask)
+    return logits, out.total + masked_mean(logits[0].square().mean(-1), mask=mask)
 
 
 CASES = [
-    Case(
-        "CrossModalAttention", lambda: fk.CrossModalAttention(D, heads=2), {"x": D, "c": D}, _cross
-    ),
+    Case("MultiHeadAttention", lambda: fk.MultiHeadAttention(D, heads=2), {"x": D, "c": D}, _cross),
     Case(
         "DialogueContextEncoder",
         lambda: fk.DialogueContextEncoder(
@@ -160,6 +159,6 @@ def make_inputs(case: Case, lengths: list[int], t: int, *, dtype=torch.float32, 
     """Random features, a mask with the given real lengths, and speaker ids for ``case``."""
     b = len(lengths)
     feats = {m: torch.randn(b, t, d, generator=generator).to(dtype) for m, d in case.dims.items()}
-    mask = torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]
+    mask = lengths_mask(lengths, t)
     speakers = torch.randint(0, 3, (b, t), generator=generator)
     return feats, mask, speakers

@@ -11,7 +11,7 @@ import torch
 
 from examples.cmath import train
 from examples.cmath.config import DataConfig
-from tests.examples.conftest import TINY
+from tests.helpers import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 
