@@ -4,7 +4,7 @@ Letters in shapes: b batch, t utterances, h heads, d features.
 """
 
 from fusionkit import attention, data, fusion, losses, typing
-from fusionkit.batch import IGNORE_INDEX, Dialogue, DialogueBatch
+from fusionkit.batch import IGNORE_INDEX, Dialogue, DialogueBatch, batches
 from fusionkit.blocks import (
     CMATransformer,
     CrossModalAttention,
@@ -43,6 +43,7 @@ __all__ = [
     "VariationalFusion",
     "VariationalOutput",
     "attention",
+    "batches",
     "classification_report",
     "data",
     "fusion",

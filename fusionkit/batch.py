@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,6 +120,19 @@ class DialogueBatch:
             presence={k: move(v) for k, v in self.presence.items()},
         )
 
+    def emptied(self) -> DialogueBatch:
+        """The same shapes with no real utterance (mask all False, labels ignored): a
+        process's stand-in batch that weighs nothing but takes part in every collective."""
+        none = torch.zeros_like(self.mask)
+        return DialogueBatch(
+            features=self.features,
+            mask=none,
+            speakers=self.speakers,
+            labels=torch.full_like(self.labels, IGNORE_INDEX),
+            ids=(),
+            presence=dict.fromkeys(self.presence, none),
+        )
+
     @classmethod
     def collate(
         cls, dialogues: Sequence[Dialogue], *, dtype: torch.dtype = torch.float32
@@ -162,3 +175,29 @@ class DialogueBatch:
             ids=tuple(d.id for d in dialogues),
             presence=presence,
         )
+
+
+def batches(
+    dialogues: Sequence[Dialogue],
+    batch_size: int,
+    *,
+    order: Sequence[int] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    dtype: torch.dtype = torch.float32,
+) -> Iterator[DialogueBatch]:
+    """Padded batches of ``batch_size`` dialogues taken in ``order`` (default: as given).
+
+    With ``shard=(rank, world_size)`` each batch's dialogues are split across processes
+    (``rank::world_size``); a process left without one in a short last batch gets an
+    :meth:`~DialogueBatch.emptied` batch, so every process takes the same number of steps.
+    The one batching function of training, evaluation and the benchmarks.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    rank, size = shard
+    order = range(len(dialogues)) if order is None else order
+    for start in range(0, len(order), batch_size):
+        chunk = [dialogues[i] for i in order[start : start + batch_size]]
+        local = chunk[rank::size]
+        batch = DialogueBatch.collate(local or chunk[:1], dtype=dtype)
+        yield batch if local else batch.emptied()

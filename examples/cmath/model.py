@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -36,32 +36,27 @@ from fusionkit.typing import Bool, Int, check_features, typechecked
 
 @dataclass
 class CMATHConfig:
-    """Every choice of the model; the ones cmath.md marks [ours] included.
+    """Every choice of the model; the ones cmath.md marks [ours] included. The defaults are
+    the default synthetic run's; ``configs/*.toml`` hold what differs for each dataset.
 
-    ``input_dims`` (modality -> width), ``num_classes``, ``num_speakers`` and ``max_len``
-    come from the data. Ablations: ``reconstruction=False``; ``symmetric=True``;
-    ``centrals=["audio"]`` (any subset); ``fusion="concat"`` (plain, no variational);
-    ``distillation=False``; ``granularity="single"`` (coarse head only).
+    Ablations: ``reconstruction=False``; ``symmetric=True``; ``centrals=["audio"]`` (any
+    subset); ``fusion="concat"`` (plain, no variational); ``distillation=False``;
+    ``granularity="single"`` (coarse head only).
     """
 
-    input_dims: dict[str, int] = field(default_factory=dict)
-    num_classes: int = 6
-    num_speakers: int = 2
-    max_len: int = 512
-    hidden_dim: int = 128
+    hidden_dim: int = 64
     heads: int = 4
     ff_mult: int = 2
-    dropout: float = 0.3
+    dropout: float = 0.2
     context_depth: int = 1
-    cma_depth: int = 2
+    cma_depth: int = 1
+    max_positions: int = 512  # the position table; longer training dialogues extend it
     # step 2: modality reconstruction
     reconstruction: bool = True
     reconstruction_kind: Literal["unet", "mlp"] = "unet"
-    compressed_dim: int = 128
-    reconstruction_hidden: int | None = None  # first U-Net level's width (None: the input's)
-    reconstruction_kernel: int = (
-        1  # utterances each convolution sees; 3 blurred MELD emotions (docs)
-    )
+    compressed_dim: int = 64
+    reconstruction_hidden: int = 256  # first U-Net level's width (0: the input's)
+    reconstruction_kernel: int = 1  # utterances each convolution sees; 3 blurred MELD emotions
     reconstruction_reduction: Literal["sum", "mean"] = "sum"  # ||x - x_hat||^2, or its mean
     # step 3: CMA-Transformer; None = every modality takes the central role in turn
     centrals: list[str] | None = None
@@ -70,7 +65,7 @@ class CMATHConfig:
     # step 4: "poe" (product of experts), "vconcat" (one Gaussian from the concatenation),
     # "concat" (plain concatenation, not variational: the ablation)
     fusion: Literal["poe", "vconcat", "concat"] = "poe"
-    latent_dim: int | None = None
+    latent_dim: int = 0  # width of the coarse z (0: hidden_dim)
     # step 5/6: "hierarchical" (coarse, fine and unimodal heads) or "single" (coarse only)
     granularity: Literal["hierarchical", "single"] = "hierarchical"
     distillation: bool = True
@@ -83,22 +78,39 @@ class CMATHConfig:
     gamma: float = 1.0
     backend: Backend = "auto"
 
-    def resolved_centrals(self) -> list[str]:
-        centrals = sorted(self.input_dims) if self.centrals is None else list(self.centrals)
-        unknown = sorted(set(centrals) - set(self.input_dims))
-        if unknown or not centrals:
-            raise ValueError(
-                f"centrals: {unknown or 'none'} not among the modalities {sorted(self.input_dims)}"
-            )
-        return centrals
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+@dataclass(frozen=True)
+class DataSpec:
+    """What the model takes from its data: modality widths, classes, speakers, longest dialogue."""
+
+    input_dims: dict[str, int]
+    label_names: list[str]
+    num_speakers: int
+    longest: int = 1
+
+    @classmethod
+    def of(cls, ds) -> DataSpec:
+        """The spec of a :class:`~fusionkit.data.ConversationDataset`."""
+        return cls(
+            input_dims=ds.feature_dims,
+            label_names=list(ds.label_names),
+            num_speakers=ds.num_speakers,
+            longest=max(len(d) for d in ds.dialogues.values()),
+        )
+
+
+@dataclass(frozen=True)
+class CMATHLoss:
+    """``total`` and every named term (unweighted)."""
+
+    total: Tensor
+    terms: dict[str, Tensor]
 
 
 @dataclass(frozen=True)
 class CMATHOutput:
-    """Logits (b, t, classes) per granularity and the auxiliary losses of one forward pass."""
+    """Logits (b, t, classes) per granularity, the auxiliary losses of one forward pass, and
+    the objective when a normaliser was given."""
 
     logits: Tensor
     fine_logits: dict[str, Tensor]
@@ -108,46 +120,43 @@ class CMATHOutput:
     coarse: Tensor
     reconstruction_loss: Tensor
     kl: Tensor
-
-
-@dataclass(frozen=True)
-class CMATHLoss:
-    """``total`` and every named term (unweighted), and the forward pass they came from."""
-
-    total: Tensor
-    terms: dict[str, Tensor]
-    output: CMATHOutput
-
-
-def loss_counts(batch: DialogueBatch, class_weights: Tensor | None = None) -> Tensor:
-    """(sum of the class weights of the labelled utterances, number of real utterances) of
-    ``batch``: the denominators of the objective's means (its CE is weighted as PyTorch's)."""
-    valid = batch.labels != IGNORE_INDEX
-    if class_weights is None:
-        weight = valid.float()
-    else:
-        weight = class_weights[batch.labels.clamp_min(0)] * valid
-    return torch.stack([weight.sum(), batch.mask.sum().to(weight.dtype)])
+    loss: CMATHLoss | None = None
 
 
 class CMATH(nn.Module):
-    """The CMATH model for any non-empty set of modalities (see the module docstring)."""
+    """The CMATH model for any non-empty set of modalities (see the module docstring).
 
-    def __init__(self, config: CMATHConfig):
+    ``spec`` gives what comes from the data; ``class_weights`` (classes,), if given, weight
+    the cross-entropy terms and are saved with the model.
+    """
+
+    def __init__(self, config: CMATHConfig, spec: DataSpec, class_weights: Tensor | None = None):
         super().__init__()
-        if not config.input_dims:
-            raise ValueError("config.input_dims: at least one modality is needed")
-        self.config = c = config
-        self.modalities = sorted(c.input_dims)
-        self.centrals = c.resolved_centrals()
+        if not spec.input_dims:
+            raise ValueError("spec.input_dims: at least one modality is needed")
+        self.config, self.spec = config, spec
+        c = config
+        self.modalities = sorted(spec.input_dims)
+        self.centrals = sorted(spec.input_dims) if c.centrals is None else list(c.centrals)
+        unknown = sorted(set(self.centrals) - set(self.modalities))
+        if unknown or not self.centrals:
+            raise ValueError(
+                f"centrals: {unknown or 'none'} not among the modalities {self.modalities}"
+            )
+        dims, classes = spec.input_dims, len(spec.label_names)
+        if class_weights is not None and class_weights.shape != (classes,):
+            raise ValueError(
+                f"class_weights: expected shape ({classes},), got {tuple(class_weights.shape)}"
+            )
+        self.register_buffer("class_weights", class_weights)
         d = c.hidden_dim
         hierarchical = c.granularity == "hierarchical"
         self.reconstructors = nn.ModuleDict(
             {
                 m: ModalityReconstructor(
-                    c.input_dims[m],
-                    latent_dim=min(c.compressed_dim, c.input_dims[m]),
-                    hidden_dim=min(c.reconstruction_hidden or c.input_dims[m], c.input_dims[m]),
+                    dims[m],
+                    latent_dim=min(c.compressed_dim, dims[m]),
+                    hidden_dim=min(c.reconstruction_hidden or dims[m], dims[m]),
                     kind=c.reconstruction_kind,
                     kernel_size=c.reconstruction_kernel,
                     loss_reduction=c.reconstruction_reduction,
@@ -160,7 +169,7 @@ class CMATH(nn.Module):
         self.project = nn.ModuleDict(
             {
                 m: nn.Linear(min(c.compressed_dim, w) if c.reconstruction else w, d)
-                for m, w in c.input_dims.items()
+                for m, w in dims.items()
             }
         )
         self.context = nn.ModuleDict(
@@ -169,8 +178,8 @@ class CMATH(nn.Module):
                     d,
                     depth=c.context_depth,
                     heads=c.heads,
-                    num_speakers=c.num_speakers,
-                    max_len=c.max_len,
+                    num_speakers=spec.num_speakers,
+                    max_len=max(c.max_positions, spec.longest),
                     dropout=c.dropout,
                     ff_mult=c.ff_mult,
                     backend=c.backend,
@@ -205,13 +214,13 @@ class CMATH(nn.Module):
             mode = "poe" if c.fusion == "poe" else "concat"
             self.fusion = VariationalFusion(dict.fromkeys(self.centrals, d), latent, mode=mode)
         self.variational = c.fusion != "concat"
-        self.head = nn.Linear(latent, c.num_classes)
+        self.head = nn.Linear(latent, classes)
         self.fine_heads = nn.ModuleDict(
-            {k: nn.Linear(d, c.num_classes) for k in self.centrals} if hierarchical else {}
+            {k: nn.Linear(d, classes) for k in self.centrals} if hierarchical else {}
         )
         distil = hierarchical and c.distillation
         self.unimodal_heads = nn.ModuleDict(
-            {m: nn.Linear(d, c.num_classes) for m in self.modalities} if distil else {}
+            {m: nn.Linear(d, classes) for m in self.modalities} if distil else {}
         )
         self.distillation = (
             HierarchicalDistillation(
@@ -229,7 +238,7 @@ class CMATH(nn.Module):
         c = self.config
         return "\n".join(
             [
-                f"modalities: {', '.join(f'{m} ({c.input_dims[m]})' for m in self.modalities)}",
+                f"modalities: {', '.join(f'{m} ({self.spec.input_dims[m]})' for m in self.modalities)}",
                 f"reconstruction: {c.reconstruction_kind if c.reconstruction else 'off'}",
                 f"centrals: {', '.join(self.centrals)} ({'symmetric' if c.symmetric else 'asymmetric'})",
                 f"fusion: {c.fusion}; granularity: {c.granularity}; distillation: {'on' if self.distillation else 'off'}",
@@ -237,15 +246,24 @@ class CMATH(nn.Module):
             ]
         )
 
+    def forward(self, batch: DialogueBatch, *, normalizer: Tensor | None = None) -> CMATHOutput:
+        """The model on ``batch``; with the step's ``normalizer`` (:meth:`loss_counts`, summed
+        over every process of the step) also the objective, in ``output.loss``."""
+        out = self.encode(batch.features, mask=batch.mask, speakers=batch.speakers)
+        if normalizer is None:
+            return out
+        return replace(out, loss=self.objective(out, batch, normalizer))
+
     @typechecked
-    def forward(
+    def encode(
         self,
         features: Mapping[str, Tensor],
+        *,
         mask: Bool[Tensor, "batch time"],
         speakers: Int[Tensor, "batch time"],
     ) -> CMATHOutput:
         """Logits and auxiliary losses for features (modality -> (b, t, d_m)), mask and speakers (b, t)."""
-        check_features("features", features, mask, expected=self.config.input_dims)
+        check_features("features", features, mask, expected=self.spec.input_dims)
         zero = torch.zeros((), device=mask.device)
         rec_loss, unimodal = zero, {}
         for m in self.modalities:  # steps 1 and 2
@@ -271,38 +289,35 @@ class CMATH(nn.Module):
             kl=kl,
         )
 
-    def loss(
-        self,
-        batch: DialogueBatch,
-        *,
-        class_weights: Tensor | None = None,
-        global_counts: tuple[Tensor, Tensor] | None = None,
-    ) -> CMATHLoss:
-        """The objective (step 7) on ``batch``, with every term.
+    def loss_counts(self, batch: DialogueBatch) -> Tensor:
+        """(sum of the class weights of the labelled utterances, number of real utterances) of
+        ``batch``: summed over a step's processes, the denominators of the objective's means."""
+        valid = batch.labels != IGNORE_INDEX
+        if self.class_weights is None:
+            weight = valid.float()
+        else:
+            weight = self.class_weights[batch.labels.clamp_min(0)] * valid
+        return torch.stack([weight.sum(), batch.mask.sum().to(weight.dtype)])
 
-        Cross-entropy is the class-weighted mean over labelled utterances (as PyTorch's
-        ``weight=``). ``global_counts`` = (sum of label weights, number of real utterances)
-        over the whole distributed batch: each term is then this process's share of the global mean, so
-        that averaging gradients across processes gives the single-process gradient.
+    def objective(self, out: CMATHOutput, batch: DialogueBatch, normalizer: Tensor) -> CMATHLoss:
+        """Step 7 with every term: this batch's share of the step's means.
+
+        Cross-entropy is class-weighted as PyTorch's ``weight=``, divided by the step's label
+        weight; the utterance-averaged terms are scaled by this batch's share of the step's
+        utterances. Summed over processes, each term is the single-process mean.
         """
-        c = self.config
-        out = self(batch.features, batch.mask, batch.speakers)
-        labels, mask = batch.labels, batch.mask
-        if class_weights is not None:
-            class_weights = class_weights.to(out.logits.device)
-        ce_norm, utt_scale = loss_counts(batch, class_weights)[0], 1.0
-        if global_counts is not None:
-            ce_norm, utt_scale = global_counts[0], mask.sum() / global_counts[1]
+        c, labels, mask = self.config, batch.labels, batch.mask
+        ce_norm, utt_scale = normalizer[0].clamp_min(1e-12), mask.sum() / normalizer[1].clamp_min(1)
 
         def ce(logits: Tensor) -> Tensor:
             nll = F.cross_entropy(
                 logits.flatten(0, 1).float(),
                 labels.flatten(),
-                weight=class_weights,
+                weight=self.class_weights,
                 ignore_index=IGNORE_INDEX,
                 reduction="none",
             )
-            return nll.sum() / ce_norm.clamp_min(1e-12)
+            return nll.sum() / ce_norm
 
         terms = {"ce/coarse": ce(out.logits)}
         for k, lg in out.fine_logits.items():
@@ -322,4 +337,4 @@ class CMATH(nn.Module):
                 terms[f"kd/{k}"] = v * utt_scale
             terms["kd"] = kd.total * utt_scale
             total = total + c.gamma * terms["kd"]
-        return CMATHLoss(total=total, terms=terms, output=out)
+        return CMATHLoss(total=total, terms=terms)

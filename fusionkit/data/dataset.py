@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from fusionkit.batch import IGNORE_INDEX, Dialogue, DialogueBatch
+from fusionkit.batch import IGNORE_INDEX, Dialogue, DialogueBatch, batches
 
 SPLITS = ("train", "dev", "test")
 
@@ -91,9 +91,10 @@ class ConversationDataset:
         }
         return replace(self, dialogues=dialogues)
 
-    def standardized(self, split: str = "train", eps: float = 1e-6) -> ConversationDataset:
-        """Every modality shifted and scaled by the per-feature mean and std of the present
-        utterances of ``split``."""
+    def standardization(
+        self, split: str = "train", eps: float = 1e-6
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per-feature (mean, std + eps) of each modality over the present utterances of ``split``."""
         stats = {}
         for m in self.modalities:
             x = np.concatenate(
@@ -103,8 +104,20 @@ class ConversationDataset:
                 ]
             )
             if len(x) == 0:
-                raise ValueError(f"standardized: no {split} utterance has modality {m!r}")
+                raise ValueError(f"standardization: no {split} utterance has modality {m!r}")
             stats[m] = (x.mean(0), x.std(0) + eps)
+        return stats
+
+    def standardized(
+        self, split: str = "train", *, stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    ) -> ConversationDataset:
+        """Every modality shifted and scaled by the (mean, std) of ``split``: ``stats``
+        (modality -> (mean, std)) computed on it, by default :meth:`standardization`. New
+        data are standardised by their training data's ``stats``."""
+        stats = self.standardization(split) if stats is None else stats
+        missing = sorted(set(self.modalities) - set(stats))
+        if missing:
+            raise ValueError(f"stats: no statistics for modalities {missing}")
         dialogues = {
             k: replace(
                 d,
@@ -146,19 +159,16 @@ class ConversationDataset:
     def batches(
         self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0
     ) -> Iterator[DialogueBatch]:
-        """Padded batches of ``split``; with ``shuffle``, in a seeded random order."""
+        """Padded batches of ``split`` (:func:`fusionkit.batch.batches`); with ``shuffle``,
+        in a seeded random order."""
         dialogues = self.split(split)
-        order = (
-            np.random.default_rng(seed).permutation(len(dialogues))
-            if shuffle
-            else range(len(dialogues))
-        )
-        order = list(order)
-        for start in range(0, len(order), batch_size):
-            yield DialogueBatch.collate([dialogues[i] for i in order[start : start + batch_size]])
+        order = np.random.default_rng(seed).permutation(len(dialogues)) if shuffle else None
+        return batches(dialogues, batch_size, order=order)
 
     def summary(self) -> str:
-        """One line per split with dialogue and utterance counts, and the modalities."""
+        """One line per split with dialogue and utterance counts (unlabelled ones named), the
+        modalities, and one line per modality some utterances lack (with the reasons a
+        reader recorded in ``info["absent"]``)."""
         dims = ", ".join(f"{m} {d}" for m, d in self.feature_dims.items())
         lines = [
             f"{self.name}: {len(self.label_names)} classes, modalities: {dims}",
@@ -166,7 +176,20 @@ class ConversationDataset:
         ]
         for s in SPLITS:
             if s in self.splits:
+                total = sum(len(d) for d in self.split(s))
+                labelled = self.num_utterances(s)
+                unlabelled = f" ({total - labelled} unlabelled)" if labelled < total else ""
                 lines.append(
-                    f"  {s}: {len(self.splits[s])} dialogues, {self.num_utterances(s)} utterances"
+                    f"  {s}: {len(self.splits[s])} dialogues, {total} utterances{unlabelled}"
+                )
+        total = sum(len(d) for d in self.dialogues.values())
+        for m in self.modalities:
+            absent = sum(int((~d.present(m)).sum()) for d in self.dialogues.values())
+            if absent:
+                why = self.info.get("absent", {}).get(m, {})
+                reasons = ", ".join(f"{k}: {v}" for k, v in why.items() if v)
+                lines.append(
+                    f"  {m} absent in {absent} of {total} utterances"
+                    + (f" ({reasons})" if reasons else "")
                 )
         return "\n".join(lines)

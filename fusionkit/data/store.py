@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +72,18 @@ def save_npz(
 
 def read_meta(path: str | Path) -> dict:
     """The JSON metadata of a fusionkit ``.npz`` file (a clear error for any other file)."""
-    with np.load(path, allow_pickle=False) as z:
-        if "meta" not in z.files:
-            raise ValueError(
-                f"{path}: not a fusionkit dataset file (no 'meta' entry; found {z.files[:5]})"
-            )
-        meta = json.loads(str(z["meta"]))
+    try:
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not a zip archive")
+        with np.load(path, allow_pickle=False) as z:
+            if "meta" not in z.files:
+                raise ValueError(f"no 'meta' entry; found {z.files[:5]}")
+            meta = json.loads(str(z["meta"]))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(
+            f"{path}: not a fusionkit dataset file (an .npz written by save_npz): {first}"
+        ) from None
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise ValueError(
             f"{path}: format {meta.get('format')!r} v{meta.get('version')}, expected {FORMAT!r} v{VERSION}"

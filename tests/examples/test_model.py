@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from examples.cmath.model import CMATH, CMATHConfig
+from examples.cmath.model import CMATH, CMATHConfig, DataSpec
+from fusionkit import DialogueBatch
 from fusionkit.data import SyntheticConversations
 
 DIMS = {"text": 20, "audio": 14, "visual": 10}
@@ -16,18 +17,9 @@ def data():
     ).build()
 
 
-def _config(ds, **changes):
-    return CMATHConfig(
-        input_dims=ds.feature_dims,
-        num_classes=6,
-        num_speakers=2,
-        max_len=16,
-        hidden_dim=16,
-        heads=2,
-        compressed_dim=8,
-        dropout=0.0,
-        **changes,
-    )
+def _model(ds, weights=None, **changes):
+    config = CMATHConfig(hidden_dim=16, heads=2, compressed_dim=8, dropout=0.0, **changes)
+    return CMATH(config, DataSpec.of(ds), weights)
 
 
 ABLATIONS = {
@@ -47,11 +39,11 @@ ABLATIONS = {
 }
 
 
-def _train_steps(model, batch, steps=15, weights=None):
+def _train_steps(model, batch, steps=15):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(steps):
-        out = model.loss(batch, class_weights=weights)
+        out = model(batch, normalizer=model.loss_counts(batch)).loss
         opt.zero_grad()
         out.total.backward()
         opt.step()
@@ -62,9 +54,9 @@ def _train_steps(model, batch, steps=15, weights=None):
 @pytest.mark.parametrize("changes", ABLATIONS.values(), ids=ABLATIONS.keys())
 def test_each_ablation_builds_and_trains(data, changes):
     torch.manual_seed(0)
-    model = CMATH(_config(data, **changes))
+    model = _model(data, data.class_weights(), **changes)
     batch = next(data.batches("train", 4))
-    losses, out = _train_steps(model, batch, steps=8, weights=data.class_weights())
+    losses, out = _train_steps(model, batch, steps=8)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0]
     for name, p in model.named_parameters():
@@ -82,7 +74,7 @@ def test_each_ablation_builds_and_trains(data, changes):
 )
 def test_any_subset_of_modalities(data, modalities):
     ds = data.select_modalities(modalities)
-    model = CMATH(_config(ds))
+    model = _model(ds)
     assert model.modalities == sorted(modalities)
     assert (
         f"modalities: {', '.join(f'{m} ({DIMS[m]})' for m in sorted(modalities))}"
@@ -96,16 +88,12 @@ def test_any_subset_of_modalities(data, modalities):
 
 
 def test_eval_is_deterministic_and_padding_does_not_matter(data):
-    model = CMATH(_config(data)).eval()
+    model = _model(data).eval()
     dialogues = data.split("train")[:3]
-    from fusionkit import DialogueBatch
-
     batch = DialogueBatch.collate(dialogues)
     alone = DialogueBatch.collate(dialogues[:1])
     with torch.no_grad():
-        a = model(batch.features, batch.mask, batch.speakers).logits
-        b = model(batch.features, batch.mask, batch.speakers).logits
-        c = model(alone.features, alone.mask, alone.speakers).logits
+        a, b, c = (model(x).logits for x in (batch, batch, alone))
     assert torch.equal(a, b)
     n = len(dialogues[0])
     torch.testing.assert_close(c[0, :n], a[0, :n], atol=1e-5, rtol=1e-4)
@@ -113,18 +101,38 @@ def test_eval_is_deterministic_and_padding_does_not_matter(data):
 
 def test_unknown_central_is_an_error(data):
     with pytest.raises(ValueError, match=r"centrals: \['depth'\] not among the modalities"):
-        CMATH(_config(data, centrals=["depth"]))
+        _model(data, centrals=["depth"])
 
 
 def test_model_checks_its_inputs(data):
     from jaxtyping import TypeCheckError
 
-    model = CMATH(_config(data))
+    model = _model(data)
     batch = next(data.batches("train", 2))
     extra = dict(batch.features, depth=batch.features["text"])
     with pytest.raises(
         ValueError, match=r"features: expected modalities .* unexpected \['depth'\]"
     ):
-        model(extra, batch.mask, batch.speakers)
+        model.encode(extra, mask=batch.mask, speakers=batch.speakers)
     with pytest.raises(TypeCheckError, match="parameter 'speakers'"):
-        model(batch.features, batch.mask, batch.speakers.float())
+        model.encode(batch.features, mask=batch.mask, speakers=batch.speakers.float())
+    with pytest.raises(ValueError, match=r"class_weights: expected shape \(6,\)"):
+        _model(data, torch.ones(3))
+
+
+def test_loss_is_the_step_mean_whatever_the_split_of_the_step(data):
+    """Two halves of a step, each given the whole step's normaliser, sum to the loss of the
+    whole step: what lets DDP processes each take a share (and an emptied batch weigh 0)."""
+    model = _model(data, data.class_weights(), fusion="concat").eval()
+    dialogues = data.split("train")[:4]
+    whole = DialogueBatch.collate(dialogues)
+    halves = [DialogueBatch.collate(dialogues[:2]), DialogueBatch.collate(dialogues[2:])]
+    norm = model.loss_counts(whole)
+    torch.testing.assert_close(norm, sum(model.loss_counts(h) for h in halves))
+    with torch.no_grad():
+        total = model(whole, normalizer=norm).loss
+        parts = [model(h, normalizer=norm).loss for h in halves]
+        empty = model(halves[0].emptied(), normalizer=norm).loss
+    for key, value in total.terms.items():
+        torch.testing.assert_close(sum(p.terms[key] for p in parts), value, rtol=1e-4, atol=1e-6)
+    assert empty.total.item() == 0.0

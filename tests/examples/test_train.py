@@ -1,4 +1,5 @@
-"""End-to-end runs of examples/cmath/train.py on tiny synthetic data."""
+"""End-to-end runs of examples/cmath/train.py on tiny synthetic data (marked slow: the inner
+loop runs ``pytest -m "not slow"``)."""
 
 import json
 import os
@@ -11,9 +12,11 @@ import torch
 
 from examples.cmath import train
 from examples.cmath.config import DataConfig
+from examples.cmath.data import load_data
 from tests.helpers import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 
 
 def _run(out, *extra):
@@ -175,7 +178,7 @@ def test_meld_csv_slice_end_to_end(tmp_path):
     data = DataConfig(
         dataset="meld-csv", path=str(MELD), limit_dialogues=12, cache_dir=str(tmp_path / "cache")
     )
-    assert res["test_at_best_dev"]["support"] == train.load_data(data).num_utterances("test")
+    assert res["test_at_best_dev"]["support"] == load_data(data)[0].num_utterances("test")
     assert 0 <= res["linear_probe"]["weighted_f1"] <= 100  # the meld-csv config reports the probe
     assert list((tmp_path / "cache").glob("meld-*.npz"))
 
