@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from examples.cmath.config import DataConfig
 from fusionkit.data import ConversationDataset, load_npz, read_feature_pickle
-
-Stats = dict[str, tuple[np.ndarray, np.ndarray]]
-"""Per-modality (mean, std) of the training split's features."""
+from fusionkit.data.dataset import Stats
 
 
 def _path(cfg: DataConfig, *, folder: bool = False) -> Path:
@@ -53,15 +49,19 @@ def read_dataset(cfg: DataConfig) -> ConversationDataset:
     raise ValueError(f"dataset: unknown {cfg.dataset!r}")
 
 
+def split(ds: ConversationDataset, cfg: DataConfig) -> ConversationDataset:
+    """The configured modality subset, and a seeded dev split if the data have none."""
+    if cfg.modalities is not None:
+        ds = ds.select_modalities(cfg.modalities)
+    return ds.with_dev_split(cfg.dev_fraction, seed=cfg.dev_seed) if "train" in ds.splits else ds
+
+
 def prepare(
     ds: ConversationDataset, cfg: DataConfig, stats: Stats | None = None
 ) -> tuple[ConversationDataset, Stats | None]:
-    """Modality subset, dev split, and standardisation by ``stats`` (default: the training
-    split's); returns the dataset and the statistics used (None if ``standardize`` is off)."""
-    if cfg.modalities is not None:
-        ds = ds.select_modalities(cfg.modalities)
-    if "train" in ds.splits:
-        ds = ds.with_dev_split(cfg.dev_fraction, seed=cfg.dev_seed)
+    """:func:`split`, then standardisation by ``stats`` (default: the training split's);
+    returns the dataset and the statistics used (None if ``standardize`` is off)."""
+    ds = split(ds, cfg)
     if not cfg.standardize:
         return ds, None
     stats = ds.standardization("train") if stats is None else stats

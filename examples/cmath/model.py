@@ -77,6 +77,8 @@ class CMATHConfig:
     beta: float = 0.01
     gamma: float = 1.0
     backend: Backend = "auto"
+    # online use: every attention and convolution sees the current and earlier utterances only
+    causal: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class CMATH(nn.Module):
                     hidden_dim=min(c.reconstruction_hidden or dims[m], dims[m]),
                     kind=c.reconstruction_kind,
                     kernel_size=c.reconstruction_kernel,
+                    causal=c.causal,
                     loss_reduction=c.reconstruction_reduction,
                 )
                 for m in self.modalities
@@ -182,6 +185,7 @@ class CMATH(nn.Module):
                     max_len=max(c.max_positions, spec.longest),
                     dropout=c.dropout,
                     ff_mult=c.ff_mult,
+                    causal=c.causal,
                     backend=c.backend,
                 )
                 for m in self.modalities
@@ -199,6 +203,7 @@ class CMATH(nn.Module):
                     dropout=c.dropout,
                     symmetric=c.symmetric,
                     aligned=c.aligned,
+                    causal=c.causal,
                     backend=c.backend,
                 )
                 for central in self.centrals

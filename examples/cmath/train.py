@@ -44,6 +44,15 @@ USER_ERRORS = (OSError, ValueError, KeyError, pickle.UnpicklingError)
 """What bad input raises (every message names the argument or file): one line, status 2."""
 
 
+def report_error(e: Exception, debug: bool) -> int:
+    """Print a user error as one line and return status 2 (re-raise it with ``debug``)."""
+    if debug:
+        raise e
+    message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
 def run_seeds(
     config: RunConfig,
     ds: ConversationDataset,
@@ -189,11 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             run_seeds(config, ds, stats, out, world, resume=args.resume, quiet=args.quiet)
         return 0
     except USER_ERRORS as e:
-        if args.debug:
-            raise
-        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {' '.join(message.split())}", file=sys.stderr)
-        return 2
+        return report_error(e, args.debug)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -12,6 +12,20 @@ from fusionkit.batch import IGNORE_INDEX, Dialogue, DialogueBatch, batches
 
 SPLITS = ("train", "dev", "test")
 
+Stats = dict[str, tuple[np.ndarray, np.ndarray]]
+"""Per-modality (mean, std) of features, as :meth:`ConversationDataset.standardization` gives."""
+
+
+def standardize(dialogue: Dialogue, stats: Stats) -> Dialogue:
+    """``dialogue`` with each modality's features shifted and scaled by ``stats`` (float32)."""
+    return replace(
+        dialogue,
+        features={
+            m: ((np.asarray(x, np.float64) - stats[m][0]) / stats[m][1]).astype(np.float32)
+            for m, x in dialogue.features.items()
+        },
+    )
+
 
 @dataclass(frozen=True)
 class ConversationDataset:
@@ -91,9 +105,7 @@ class ConversationDataset:
         }
         return replace(self, dialogues=dialogues)
 
-    def standardization(
-        self, split: str = "train", eps: float = 1e-6
-    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def standardization(self, split: str = "train", eps: float = 1e-6) -> Stats:
         """Per-feature (mean, std + eps) of each modality over the present utterances of ``split``."""
         stats = {}
         for m in self.modalities:
@@ -109,7 +121,7 @@ class ConversationDataset:
         return stats
 
     def standardized(
-        self, split: str = "train", *, stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self, split: str = "train", *, stats: Stats | None = None
     ) -> ConversationDataset:
         """Every modality shifted and scaled by the (mean, std) of ``split``: ``stats``
         (modality -> (mean, std)) computed on it, by default :meth:`standardization`. New
@@ -118,16 +130,7 @@ class ConversationDataset:
         missing = sorted(set(self.modalities) - set(stats))
         if missing:
             raise ValueError(f"stats: no statistics for modalities {missing}")
-        dialogues = {
-            k: replace(
-                d,
-                features={
-                    m: ((x - stats[m][0]) / stats[m][1]).astype(np.float32)
-                    for m, x in d.features.items()
-                },
-            )
-            for k, d in self.dialogues.items()
-        }
+        dialogues = {k: standardize(d, stats) for k, d in self.dialogues.items()}
         return replace(
             self, dialogues=dialogues, source=f"{self.source}; standardized by {split} statistics"
         )

@@ -1,0 +1,125 @@
+"""Emotions of new conversations from a trained CMATH checkpoint, offline or as they unfold.
+
+    predictor = Predictor.from_checkpoint("runs/synthetic/seed0/best.pt")
+    result = predictor.predict(dialogue)        # a Dialogue -> DialoguePrediction
+    results = predictor.predict(dataset)        # a ConversationDataset -> list of them
+    session = predictor.stream()                # causal models: one utterance at a time
+    step = session.push(utterance)
+
+Inputs are raw features, as the checkpoint's data reader gives them: the predictor
+standardises them with the training split's statistics saved in the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from examples.cmath import checkpoint
+from examples.cmath.config import RunConfig
+from examples.cmath.evaluate import predict_logits
+from examples.cmath.model import CMATH
+from fusionkit import IGNORE_INDEX, Dialogue
+from fusionkit.data import ConversationDataset
+from fusionkit.data.dataset import Stats, standardize
+
+
+@dataclass(frozen=True)
+class DialoguePrediction:
+    """One dialogue's predictions: per utterance the label and every class probability."""
+
+    dialogue: str
+    utterances: list[str]  # utterance ids (positions "0", "1", ... when the data have none)
+    labels: list[str]  # predicted label names
+    probabilities: np.ndarray  # (t, classes), rows sum to 1
+    label_names: list[str]
+    true_labels: list[str | None]  # the data's labels, None where unlabelled
+
+    def rows(self) -> list[dict]:
+        """One dict per utterance: ids, predicted and true label, a probability per class."""
+        return [
+            {
+                "dialogue": self.dialogue,
+                "utterance": u,
+                "predicted": p,
+                "label": y,
+                **{f"p_{n}": float(v) for n, v in zip(self.label_names, probs)},
+            }
+            for u, p, y, probs in zip(
+                self.utterances, self.labels, self.true_labels, self.probabilities
+            )
+        ]
+
+
+class Predictor:
+    """A trained model with what it needs to read new data as its training data was read."""
+
+    def __init__(self, model: CMATH, config: RunConfig, stats: Stats | None, features: dict):
+        self.model, self.config, self.stats, self.features = model.eval(), config, stats, features
+        self.label_names = list(model.spec.label_names)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> Predictor:
+        ckpt = checkpoint.load(path)
+        model, config, stats = checkpoint.restore(ckpt)
+        return cls(model, config, stats, ckpt.get("features", {}))
+
+    def check(self, dialogues: Sequence[Dialogue]) -> None:
+        """Fail, naming the dialogue, unless every dialogue has the checkpoint's modalities
+        and widths."""
+        if not dialogues:
+            raise ValueError("conversation: no dialogue to predict")
+        expected = self.model.spec.input_dims
+        for d in dialogues:
+            widths = {m: int(x.shape[1]) for m, x in d.features.items()}
+            if widths != expected:
+                raise ValueError(
+                    f"dialogue {d.id!r}: modalities and widths {widths} do not match the checkpoint's {expected}"
+                )
+
+    def standardize(self, dialogues: Sequence[Dialogue]) -> list[Dialogue]:
+        """The dialogues shifted and scaled by the training split's statistics."""
+        return [d if self.stats is None else standardize(d, self.stats) for d in dialogues]
+
+    def probabilities(
+        self, dialogues: Sequence[Dialogue], batch_size: int = 16
+    ) -> dict[str, np.ndarray]:
+        """Class probabilities (t, classes) per dialogue id of already standardised dialogues."""
+        logits = predict_logits(self.model, dialogues, batch_size, torch.device("cpu"))
+        return {k: torch.from_numpy(v).softmax(-1).numpy() for k, v in logits.items()}
+
+    def predict(
+        self,
+        conversation: Dialogue | ConversationDataset | Sequence[Dialogue],
+        *,
+        batch_size: int = 16,
+    ) -> DialoguePrediction | list[DialoguePrediction]:
+        """Predictions for one dialogue (a :class:`DialoguePrediction`) or for every dialogue
+        of a dataset or list (a list, in order)."""
+        single = isinstance(conversation, Dialogue)
+        if isinstance(conversation, ConversationDataset):
+            dialogues = list(conversation.dialogues.values())
+        else:
+            dialogues = [conversation] if single else list(conversation)
+        self.check(dialogues)
+        probs = self.probabilities(self.standardize(dialogues), batch_size)
+        out = [self._result(d, probs[d.id]) for d in dialogues]
+        return out[0] if single else out
+
+    def _result(self, d: Dialogue, probs: np.ndarray) -> DialoguePrediction:
+        names = self.label_names
+        ids = d.extras.get("utterance_ids", range(len(d)))
+        return DialoguePrediction(
+            dialogue=d.id,
+            utterances=[str(u) for u in ids],
+            labels=[names[i] for i in probs.argmax(-1)],
+            probabilities=probs,
+            label_names=names,
+            true_labels=[
+                None if y == IGNORE_INDEX else names[y] for y in np.asarray(d.labels).tolist()
+            ],
+        )

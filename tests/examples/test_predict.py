@@ -1,0 +1,94 @@
+"""Prediction on new conversations: the Predictor API, predict.py, and their errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from examples.cmath import checkpoint, predict, train
+from examples.cmath.config import RunConfig, override
+from examples.cmath.data import load_data
+from examples.cmath.model import CMATH, DataSpec
+from examples.cmath.predictor import Predictor
+from fusionkit import Dialogue
+from tests.helpers import TINY
+
+SMALL = [
+    "data.synthetic.num_dialogues=8",
+    "data.synthetic.min_len=3",
+    "data.synthetic.max_len=9",
+    "model.hidden_dim=16",
+    "model.heads=2",
+]
+SMALL += ["data.synthetic.dims={text = 12, audio = 10}", "model.compressed_dim=8"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A checkpoint of an untrained small model, written as train.py writes them."""
+    config = override(RunConfig(), SMALL)
+    ds, stats = load_data(config.data)
+    torch.manual_seed(0)
+    model = CMATH(config.model, DataSpec.of(ds), ds.class_weights())
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    checkpoint.save(checkpoint.payload(model, config, stats, ds.info, epoch=1), path)
+    raw = config.data.synthetic.build()
+    return path, model, ds, raw
+
+
+def test_predict_returns_typed_results_on_raw_data(saved):
+    path, model, ds, raw = saved
+    predictor = Predictor.from_checkpoint(path)
+    dialogue = raw.split("test")[0]
+    result = predictor.predict(dialogue)
+    assert result.dialogue == dialogue.id and len(result.labels) == len(dialogue)
+    assert result.probabilities.shape == (len(dialogue), 6)
+    np.testing.assert_allclose(result.probabilities.sum(-1), 1.0, rtol=1e-5)
+    assert set(result.labels) <= set(ds.label_names)
+    # Raw features are standardised with the training statistics, as the training data were.
+    with torch.no_grad():
+        from fusionkit import DialogueBatch
+
+        expected = model.eval()(DialogueBatch.collate([ds.dialogues[dialogue.id]])).logits.softmax(
+            -1
+        )[0]
+    np.testing.assert_allclose(result.probabilities, expected.numpy(), rtol=1e-5, atol=1e-6)
+    many = predictor.predict(raw)
+    assert [r.dialogue for r in many] == list(raw.dialogues)
+    assert result.rows()[0]["label"] == ds.label_names[int(dialogue.labels[0])]
+
+
+def test_predict_errors_name_what_is_wrong(saved):
+    path, _, _, raw = saved
+    predictor = Predictor.from_checkpoint(path)
+    d = raw.split("test")[0]
+    with pytest.raises(
+        ValueError, match=r"dialogue .* modalities and widths \{'text': 12\} do not match"
+    ):
+        predictor.predict(Dialogue(d.id, {"text": d.features["text"]}, d.speakers, d.labels))
+    wide = {**d.features, "audio": np.zeros((len(d), 11), np.float32)}
+    with pytest.raises(ValueError, match=r"'audio': 11.*'audio': 10"):
+        predictor.predict(Dialogue(d.id, wide, d.speakers, d.labels))
+    with pytest.raises(ValueError, match="conversation: no dialogue to predict"):
+        predictor.predict([])
+
+
+@pytest.mark.slow
+def test_predicting_the_test_split_gives_the_report_train_wrote(tmp_path, capsys):
+    assert train.main([*TINY, "--epochs", "3", "--out", str(tmp_path / "run")]) == 0
+    written = json.loads((tmp_path / "run" / "seed0" / "results.json").read_text())
+    ckpt = str(tmp_path / "run" / "seed0" / "best.pt")
+    assert (
+        predict.main(["--checkpoint", ckpt, "--split", "test", "--out", str(tmp_path / "p")]) == 0
+    )
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report == written["test_at_best_dev"]
+    rows = (tmp_path / "p" / "predictions.csv").read_text().splitlines()
+    assert rows[0].startswith("dialogue,utterance,predicted,label,p_hap")
+    assert len(rows) - 1 == report["support"]
+    saved = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert saved["label_names"] == ["hap", "sad", "neu", "ang", "exc", "fru"]
+    capsys.readouterr()
+    assert predict.main(["--checkpoint", str(tmp_path / "nope.pt")]) == 2
+    assert "checkpoint" in capsys.readouterr().err
