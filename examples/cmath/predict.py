@@ -64,9 +64,11 @@ def score(results: list[DialoguePrediction]):
     return classification_report(p, y, names)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument(
         "--checkpoint", required=True, help="a best.pt or last.pt written by train.py"
@@ -80,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", help="predict this split only (default: every dialogue)")
     parser.add_argument("--out", default="predictions", help="folder for predictions.csv/json")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint)
         cfg = predictor.config.data
