@@ -33,7 +33,7 @@ if not __package__:  # run as a script: make the repository importable
 
 import torch.distributed as dist
 
-from examples.cmath import checkpoint, report
+from examples.cmath import checkpoint, report, robustness
 from examples.cmath.config import DATASETS, RunConfig, load_config, override, with_model
 from examples.cmath.data import Stats, load_data, prepare, read_dataset
 from examples.cmath.evaluate import evaluate, linear_probe
@@ -138,6 +138,22 @@ def score_checkpoint(path: str, args) -> dict:
     return {"checkpoint": path, "split": args.split, **result.to_dict()}
 
 
+def robustness_report(path: str, args) -> Path:
+    """``--robustness``: the checkpoint's test report under missing and noisy modalities."""
+    model, config, stats = checkpoint.restore(checkpoint.load(path))
+    if args.data is not None:
+        config = replace(config, data=replace(config.data, path=args.data))
+    ds, _ = prepare(read_dataset(config.data), config.data, stats)
+    rows = robustness.robustness(model, ds, batch_size=config.train.batch_size)
+    out = Path(args.out or Path(path).parent)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "robustness.json").write_text(json.dumps(rows, indent=2))
+    (out / "robustness.md").write_text(f"# Robustness of {path}\n\n{robustness.table(rows)}")
+    robustness.plot({Path(path).parent.name: rows}, out / "robustness.png")
+    print(robustness.table(rows))
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__,
@@ -163,6 +179,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from each seed's last.pt")
     parser.add_argument("--eval", metavar="CHECKPOINT", help="score a saved model and exit")
     parser.add_argument("--split", default="test", help="split scored by --eval")
+    parser.add_argument(
+        "--robustness",
+        metavar="CHECKPOINT",
+        help="test report under missing and noisy modalities, written to --out (default: beside it)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument(
         "--probe", action="store_true", help="also report a per-utterance linear probe"
@@ -187,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.eval:
             print(json.dumps(score_checkpoint(args.eval, args), indent=2))
+            return 0
+        if args.robustness:
+            robustness_report(args.robustness, args)
             return 0
         config = configure(args)
         world = Distributed.start()
