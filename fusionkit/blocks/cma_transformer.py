@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from fusionkit._deprecation import keyword_only
 from fusionkit.attention import Backend
 from fusionkit.blocks.transformer import TransformerLayer
+from fusionkit.losses.masked import presence_masks
 from fusionkit.typing import check_features, typechecked
 
 
@@ -32,6 +33,16 @@ class CMATransformer(nn.Module):
 
     Returns a dict: ``central`` -> the central input (zeroed at padding), and ``"x<-y"`` -> (b, t, dim)
     for each pair.
+
+    Missing modalities (``presence``, modality -> (b, t), True where an utterance has it; a
+    modality left out is present at every real utterance): a modality's values are read at
+    its present utterances only. Each stream ``x<-y`` attends over y's present utterances
+    (and the aligned term adds nothing where y is absent); a query with no present key
+    gets no update from y there, only the feed-forward part of the layers. Where the
+    target x (the central modality, in the asymmetric form) is absent, its query starts at
+    zero instead of x's values: the stream there carries y's information only, drawn from
+    y's present utterances (in CMATH the context encoder already gives zeros there), and
+    the returned ``central`` is zero there.
     """
 
     def __init__(
@@ -90,16 +101,23 @@ class CMATransformer(nn.Module):
     @keyword_only("mask")
     @typechecked
     def forward(
-        self, features: Mapping[str, Tensor], *, mask: Bool[Tensor, "batch time"]
+        self,
+        features: Mapping[str, Tensor],
+        *,
+        mask: Bool[Tensor, "batch time"],
+        presence: Mapping[str, Bool[Tensor, "batch time"]] | None = None,
     ) -> dict[str, Tensor]:
         """Augment ``features[central]`` (b, t, dim) by each auxiliary (b, t, dim)."""
-        expected = {m: self.dim for m in [self.central, *self.auxiliary]}
-        check_features("features", features, mask, expected=expected)
+        modalities = [self.central, *self.auxiliary]
+        check_features("features", features, mask, expected=dict.fromkeys(modalities, self.dim))
+        present = presence_masks(mask, presence, modalities)
+        if presence is not None:  # a modality's values are never read where it is absent
+            features = {m: torch.where(present[m].unsqueeze(-1), features[m], 0.0) for m in present}
         keep = mask.unsqueeze(-1)
         out = {self.central: torch.where(keep, features[self.central], 0.0)}
         for target, source in self.pairs:
             u = features[target]
             for layer in self.streams[stream_name(target, source)]:
-                u = layer(u, mask=mask, context=features[source], key_mask=mask)
+                u = layer(u, mask=mask, context=features[source], key_mask=present[source])
             out[stream_name(target, source)] = torch.where(keep, self.norm(u), 0.0)
         return out

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from fusionkit._deprecation import keyword_only
 from fusionkit.attention import Backend
 from fusionkit.blocks.transformer import TransformerLayer
+from fusionkit.losses.masked import present
 from fusionkit.typing import CHECKING, check_last_dim, typechecked
 
 
@@ -23,6 +24,10 @@ class DialogueContextEncoder(nn.Module):
         max_len: longest dialogue the learned position table covers.
         dropout: dropout inside the layers.
         causal: utterance t sees utterances <= t only (online use).
+
+    With ``presence`` (b, t), the modality's utterances that have it: the layers attend over
+    present utterances only, and an absent utterance's output is zero, as at padding (its
+    input is never read). ``presence=None``: every real utterance is present.
     """
 
     def __init__(
@@ -58,9 +63,11 @@ class DialogueContextEncoder(nn.Module):
         *,
         mask: Bool[Tensor, "batch time"],
         speakers: Int[Tensor, "batch time"],
+        presence: Bool[Tensor, "batch time"] | None = None,
     ) -> Float[Tensor, "batch time dim"]:
-        """Contextualise utterances ``x`` (b, t, dim); zeros at padded positions."""
+        """Contextualise utterances ``x`` (b, t, dim); zeros at padded and absent positions."""
         check_last_dim("x", x, self.dim)
+        keep = present(mask, presence)
         t = x.shape[1]
         if t > self.max_len:
             raise ValueError(f"x: dialogue length {t} exceeds max_len={self.max_len}")
@@ -74,7 +81,9 @@ class DialogueContextEncoder(nn.Module):
         positions = torch.arange(t, device=x.device)
         # Padded positions may hold any id; real ones are used as they are.
         spk = self.speaker(torch.where(mask, speakers, torch.zeros_like(speakers)))
+        if presence is not None:  # never read x where the modality is absent
+            x = torch.where(keep.unsqueeze(-1), x, 0.0)
         h = x + spk.to(x.dtype) + self.position(positions).to(x.dtype)
         for layer in self.layers:
-            h = layer(h, mask=mask)
-        return torch.where(mask.unsqueeze(-1), self.norm(h), 0.0)
+            h = layer(h, mask=keep)
+        return torch.where(keep.unsqueeze(-1), self.norm(h), 0.0)

@@ -20,7 +20,10 @@ class MultiHeadAttention(nn.Module):
     Masks (keyword-only, True at real positions): ``mask`` (b, tq) marks the real queries,
     whose outputs are kept (others are zero); ``key_mask`` (b, tk) the keys that may be
     attended to (for self-attention it defaults to ``mask``). A query with no allowed key
-    gets a zero output: no update from that stream. The attention itself goes through
+    gets a zero output: no update from that stream. Values where a mask is False are
+    replaced by zeros before anything reads them, so that nothing there (not even inf or
+    NaN) reaches an output or a gradient: pass a modality's presence as ``key_mask`` to
+    attend over the utterances that have it only. The attention itself goes through
     :func:`fusionkit.attention.attention` with the chosen ``backend``.
 
     Args:
@@ -63,6 +66,10 @@ class MultiHeadAttention(nn.Module):
         check_last_dim("x", x, self.dim)
         if context is None:
             context, key_mask = x, mask if key_mask is None else key_mask
+        if mask is not None:  # values a mask excludes are never read, not even inf or NaN
+            x = torch.where(mask.unsqueeze(-1), x, 0.0)
+        if key_mask is not None:
+            context = torch.where(key_mask.unsqueeze(-1), context, 0.0)
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
         k, v = rearrange(self.to_kv(context), "b n (two h d) -> two b h n d", two=2, h=self.heads)
         out = attention(

@@ -13,7 +13,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from fusionkit._deprecation import keyword_only
-from fusionkit.losses.masked import masked_mse
+from fusionkit.losses.masked import masked_mse, present
 from fusionkit.typing import check_last_dim, typechecked
 
 
@@ -43,6 +43,12 @@ class ModalityReconstructor(nn.Module):
     leak into real ones. ``loss`` is ``||x - x_hat||^2`` per utterance (``loss_reduction=
     "sum"``, the design note's Frobenius form; ``"mean"`` divides by ``in_dim``), averaged
     over real utterances (:func:`~fusionkit.losses.masked_mse`).
+
+    With ``presence`` (b, t), the utterances that have the modality: absent utterances are
+    treated exactly as padding. Their input is replaced by zeros before anything reads it
+    and they are zeroed before every convolution, their latent and reconstruction are zero,
+    and the loss averages over present utterances only. ``presence=None``: every real
+    utterance is present.
 
     Args:
         in_dim: input feature width d_m.
@@ -99,11 +105,19 @@ class ModalityReconstructor(nn.Module):
     @keyword_only("mask")
     @typechecked
     def forward(
-        self, x: Float[Tensor, "batch time in_dim"], *, mask: Bool[Tensor, "batch time"]
+        self,
+        x: Float[Tensor, "batch time in_dim"],
+        *,
+        mask: Bool[Tensor, "batch time"],
+        presence: Bool[Tensor, "batch time"] | None = None,
     ) -> Reconstruction:
-        """Compress and reconstruct ``x`` (b, t, in_dim); outputs are zero at padding."""
+        """Compress and reconstruct ``x`` (b, t, in_dim); outputs are zero at padded and
+        absent positions."""
         check_last_dim("x", x, self.in_dim)
-        keep = rearrange(mask, "b t -> b 1 t").to(x.dtype)
+        kept = present(mask, presence)
+        if presence is not None:  # never read x where the modality is absent
+            x = torch.where(kept.unsqueeze(-1), x, 0.0)
+        keep = rearrange(kept, "b t -> b 1 t").to(x.dtype)
         h = rearrange(x, "b t d -> b d t")
         skips = []
         for i, layer in enumerate(self.down):
@@ -119,5 +133,5 @@ class ModalityReconstructor(nn.Module):
         return Reconstruction(
             latent=rearrange(latent, "b d t -> b t d"),
             reconstruction=recon,
-            loss=masked_mse(recon, x, mask=mask, reduction=self.loss_reduction),
+            loss=masked_mse(recon, x, mask=kept, reduction=self.loss_reduction),
         )

@@ -78,12 +78,15 @@ class TransformerLayer(nn.Module):
         """Update ``x`` (b, tq, dim); ``context`` (b, tk, dim) is required iff ``cross``.
 
         ``key_mask`` marks the context's present keys (default: ``mask`` for self-attention,
-        every key for cross-attention); zeros where ``mask`` is False.
+        every key for cross-attention); the context's values elsewhere are never read (not
+        even inf or NaN). Zeros where ``mask`` is False.
         """
         if (context is None) == self.cross:
             raise ValueError(
                 f"context: {'required' if self.cross else 'not accepted'} by this layer (cross={self.cross})"
             )
+        if self.cross and key_mask is not None:
+            context = torch.where(key_mask.unsqueeze(-1), context, 0.0)
         q = self.norm_q(x)
         kv = self.norm_kv(context) if self.cross else q
         x = x + self.drop(self.attn(q, kv, key_mask=key_mask if self.cross else mask))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from einops import reduce
+from einops import rearrange, reduce
 from jaxtyping import Bool
 from torch import Tensor, nn
 
@@ -38,10 +38,21 @@ class VariationalFusion(Fusion):
     ``z = mu + sigma * eps`` in training, ``z = mu`` in eval. Log-variances are clamped to
     ``LOGVAR_RANGE`` for stability. Returns the fused ``z`` with its ``kl`` beside it.
 
+    Missing inputs (``presence``, name -> (b, t), True where the utterance has that input; a
+    name left out is present at every real utterance). ``"poe"``: an absent expert is left
+    out of the product (its precision is 0 there, its values are never read), so the
+    posterior is that of the present experts and the prior; where none is present it is
+    the prior itself (mu 0, logvar 0; z is then a draw from N(0, I) in training, 0 in
+    eval), and its KL there is 0. ``"concat"``: as every fusion, an absent input is
+    replaced by its learned absence vector (``absence=True``, see
+    :class:`~fusionkit.fusion.Fusion`); ``"poe"`` needs none and builds none. The KL is
+    averaged over real utterances either way.
+
     Args:
         in_dims: name -> width of each input (the fusion contract of :mod:`fusionkit.fusion`).
         dim: width of z.
         mode: ``"poe"`` or ``"concat"``.
+        absence: learned absence vectors for ``mode="concat"`` (ignored by ``"poe"``).
     """
 
     def __init__(
@@ -50,6 +61,7 @@ class VariationalFusion(Fusion):
         dim: int | None = None,
         *,
         mode: Literal["poe", "concat"] = "poe",
+        absence: bool = False,
         num_inputs: int | None = None,
         latent_dim: int | None = None,
     ):
@@ -63,9 +75,9 @@ class VariationalFusion(Fusion):
             )
         if dim is None:
             raise TypeError("dim: the width of z is required")
-        super().__init__(in_dims, dim)
         if mode not in ("poe", "concat"):
             raise ValueError(f"mode: expected 'poe' or 'concat', got {mode!r}")
+        super().__init__(in_dims, dim, absence=absence and mode == "concat")
         self.mode = mode
         widths = list(self.in_dims.values()) if mode == "poe" else [sum(self.in_dims.values())]
         self.mu = nn.ModuleList(nn.Linear(w, dim) for w in widths)
@@ -78,18 +90,24 @@ class VariationalFusion(Fusion):
         inputs: Mapping[str, Tensor] | Sequence[Tensor],
         *,
         mask: Bool[Tensor, "batch time"],
+        presence: Mapping[str, Bool[Tensor, "batch time"]] | None = None,
     ) -> VariationalOutput:
         """Fuse ``inputs`` (name -> (b, t, d_k); a sequence is deprecated) into z (b, t, dim)."""
         if not isinstance(inputs, Mapping):
             warn("VariationalFusion takes a mapping of named inputs, not a sequence")
             inputs = {str(i): x for i, x in enumerate(inputs)}
-        xs = self.ordered(inputs, mask)
+        if self.mode == "concat":
+            self.check_absence(presence)
+        xs, present = self.ordered(inputs, mask, presence)
         xs = xs if self.mode == "poe" else [torch.cat(xs, dim=-1)]
         mus = torch.stack([head(x) for head, x in zip(self.mu, xs)]).float()
         logvars = torch.stack([head(x) for head, x in zip(self.logvar, xs)])
         logvars = logvars.float().clamp(*LOGVAR_RANGE)
         if self.mode == "poe":
             precisions = logvars.neg().exp()
+            if presence is not None:  # an absent expert's precision is 0: it drops out
+                present = rearrange(present, "k b t -> k b t 1")
+                precisions = torch.where(present, precisions, 0.0)
             precision = 1.0 + reduce(precisions, "k b t d -> b t d", "sum")  # prior expert: 1
             mu = reduce(precisions * mus, "k b t d -> b t d", "sum") / precision
             logvar = -precision.log()

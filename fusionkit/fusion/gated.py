@@ -18,8 +18,8 @@ class GatedFusion(Fusion):
     a branch's streams into the fine-grained representation (cmath.md, step 3).
     """
 
-    def __init__(self, in_dims: Mapping[str, int], dim: int):
-        super().__init__(in_dims, dim)
+    def __init__(self, in_dims: Mapping[str, int], dim: int, *, absence: bool = False):
+        super().__init__(in_dims, dim, absence=absence)
         self.proj = nn.ModuleList(nn.Linear(d, dim) for d in self.in_dims.values())
         self.gate = nn.Linear(len(self.in_dims) * dim, len(self.in_dims))
 

@@ -19,8 +19,10 @@ class TensorFusion(Fusion):
     ``(factor_dim + 1) ** M`` entries, hence the small projection first.
     """
 
-    def __init__(self, in_dims: Mapping[str, int], dim: int, *, factor_dim: int = 16):
-        super().__init__(in_dims, dim)
+    def __init__(
+        self, in_dims: Mapping[str, int], dim: int, *, factor_dim: int = 16, absence: bool = False
+    ):
+        super().__init__(in_dims, dim, absence=absence)
         self.proj = nn.ModuleList(nn.Linear(d, factor_dim) for d in self.in_dims.values())
         self.out = nn.Linear((factor_dim + 1) ** len(self.in_dims), dim)
 
@@ -40,8 +42,10 @@ class LowRankFusion(Fusion):
     ``out = sum_r prod_m ([x_m, 1] @ W_m[r]) + bias``, never forming the outer product.
     """
 
-    def __init__(self, in_dims: Mapping[str, int], dim: int, *, rank: int = 4):
-        super().__init__(in_dims, dim)
+    def __init__(
+        self, in_dims: Mapping[str, int], dim: int, *, rank: int = 4, absence: bool = False
+    ):
+        super().__init__(in_dims, dim, absence=absence)
         self.factors = nn.ParameterList(
             nn.Parameter(torch.randn(rank, d + 1, dim) / (d + 1) ** 0.5)
             for d in self.in_dims.values()

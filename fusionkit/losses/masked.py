@@ -1,7 +1,11 @@
-"""Losses averaged over real utterances: reconstruction error and Gaussian KL."""
+"""Masks and the losses averaged over them: presence masks, reconstruction error, Gaussian KL.
+
+Values at masked positions are dropped with ``torch.where``, never by multiplying by 0.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import torch
@@ -9,7 +13,44 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from fusionkit._deprecation import keyword_only
-from fusionkit.typing import typechecked
+from fusionkit.typing import CHECKING, typechecked
+
+
+def present(mask: Tensor, presence: Tensor | None, name: str = "presence") -> Tensor:
+    """Where a modality is present (b, t): ``presence``, or ``mask`` when it is None.
+
+    ``presence`` must be a bool (b, t) subset of ``mask`` (conventions.md, "Presence of a
+    modality"); the subset check reads the tensors (a GPU sync), so it runs only while
+    checking is on (``fusionkit.typing.CHECKING``), and not while ``torch.compile`` traces.
+    """
+    if presence is None:
+        return mask
+    if presence.dtype != torch.bool or presence.shape != mask.shape:
+        raise ValueError(
+            f"{name}: expected a bool tensor of shape {tuple(mask.shape)} (the mask's), "
+            f"got {presence.dtype} {tuple(presence.shape)}"
+        )
+    if CHECKING and not torch.compiler.is_compiling() and bool((presence & ~mask).any()):
+        raise ValueError(f"{name}: True at a padded position (presence must lie within mask)")
+    return presence
+
+
+def presence_masks(
+    mask: Tensor,
+    presence: Mapping[str, Tensor] | None,
+    names: Iterable[str],
+    *,
+    name: str = "presence",
+) -> dict[str, Tensor]:
+    """:func:`present` for each of ``names``: a name that ``presence`` leaves out (or all of
+    them, when it is None) is present at every real utterance; a name it has that is not in
+    ``names`` is an error (messages call the mapping ``name``)."""
+    names = list(names)
+    presence = {} if presence is None else presence
+    unknown = sorted(set(presence) - set(names))
+    if unknown:
+        raise ValueError(f"{name}: {unknown} name nothing of {sorted(names)}")
+    return {m: present(mask, presence.get(m), f"{name}[{m!r}]") for m in names}
 
 
 @keyword_only("mask")
@@ -34,7 +75,8 @@ def masked_mse(
 ) -> Float[Tensor, ""]:
     """Squared error per utterance (mean or sum over features), averaged over real utterances.
 
-    Padded positions never count, whatever they hold (cmath.md, step 2).
+    Masked positions never count, whatever they hold (cmath.md, step 2): pass a modality's
+    presence as ``mask`` to count the utterances that have it only.
     """
     err = (prediction.float() - target.float()).square()
     err = torch.where(

@@ -114,3 +114,68 @@ def test_hierarchical_distillation_feature_terms_and_errors():
         hd(levels[:1], mask=mask)
     with pytest.raises(ValueError, match="dims"):
         HierarchicalDistillation(feature_weight=1.0)
+
+
+def test_distillation_member_masks():
+    """A member is distilled only where it is defined, and the teacher mean is over the
+    teacher members defined at each utterance (issue 11)."""
+    mask = lengths_mask([4, 3], 4)
+    audio = mask & torch.tensor([[True, False, True, True], [False, False, True, True]])
+    coarse = torch.randn(2, 4, 5)
+    fine = {"text": torch.randn(2, 4, 5), "audio": torch.randn(2, 4, 5)}
+    uni = {"text": torch.randn(2, 4, 5), "audio": torch.randn(2, 4, 5)}
+    hd = HierarchicalDistillation(temperature=2.0)
+    levels = [
+        DistillationLevel({"c": coarse}),
+        DistillationLevel(fine, masks={"audio": audio}),
+        DistillationLevel(uni, masks={"audio": audio}),
+    ]
+    out = hd(levels, mask=mask)
+    kd = lambda s, t, m: distillation_kl(s, t, mask=m, temperature=2.0)  # noqa: E731
+    torch.testing.assert_close(
+        out.terms["level1/kd"],
+        kd(fine["text"], coarse, mask) + kd(fine["audio"], coarse, audio),
+    )
+    both = (fine["text"] + fine["audio"]) / 2
+    teacher = torch.where(audio[..., None], both, fine["text"])  # text alone where no audio
+    torch.testing.assert_close(
+        out.terms["level2/kd"],
+        kd(uni["text"], teacher, mask) + kd(uni["audio"], teacher, audio),
+    )
+    everywhere = [
+        DistillationLevel(lv.logits, masks=dict.fromkeys(lv.logits, mask)) for lv in levels
+    ]
+    unmasked = hd([DistillationLevel(lv.logits) for lv in levels], mask=mask)
+    assert torch.equal(hd(everywhere, mask=mask).total, unmasked.total)
+
+
+def test_distillation_skips_utterances_without_a_teacher():
+    mask = lengths_mask([3], 3)
+    audio = torch.tensor([[True, False, True]])
+    teacher, student = torch.randn(1, 3, 4), torch.randn(1, 3, 4)
+    student_features, teacher_features = torch.randn(1, 3, 6), torch.randn(1, 3, 6)
+    hd = HierarchicalDistillation([6, 6], feature_weight=1.0)
+    out = hd(
+        [
+            DistillationLevel({"audio": teacher}, {"audio": teacher_features}, {"audio": audio}),
+            DistillationLevel({"x": student}, {"x": student_features}),
+        ],
+        mask=mask,
+    )
+    torch.testing.assert_close(
+        out.terms["level1/kd"], distillation_kl(student, teacher, mask=audio)
+    )
+    expected = feature_consistency(
+        hd.projections[0](student_features), teacher_features, mask=audio
+    )
+    torch.testing.assert_close(out.terms["level1/feature"], expected)
+
+
+def test_distillation_masks_name_members():
+    mask = lengths_mask([3], 3)
+    levels = [
+        DistillationLevel({"c": torch.randn(1, 3, 2)}),
+        DistillationLevel({"f": torch.randn(1, 3, 2)}, masks={"g": mask}),
+    ]
+    with pytest.raises(ValueError, match=r"masks: \['g'\] name nothing of \['f'\]"):
+        HierarchicalDistillation()(levels, mask=mask)
