@@ -66,7 +66,8 @@ class DialogueBatch:
     """A padded batch: ``features`` modality -> (b, t, d_m), ``mask`` (b, t) True at real
     utterances, ``speakers`` (b, t), ``labels`` (b, t) with ``IGNORE_INDEX`` at padding, and
     ``presence`` modality -> (b, t) True where an utterance has that modality (a subset of
-    ``mask``; a modality left out is filled in as ``mask``, so every modality has one)."""
+    ``mask``), for the modalities some utterance of the batch lacks: a modality left out is
+    present at every real utterance (:meth:`present` gives any modality's)."""
 
     features: dict[str, Tensor]
     mask: Tensor
@@ -100,8 +101,10 @@ class DialogueBatch:
                 )
             if bool((p & ~self.mask).any()):
                 raise ValueError(f"presence[{name!r}]: True at a padded position (not in mask)")
-        full = {m: self.presence.get(m, self.mask) for m in sorted(self.features)}
-        object.__setattr__(self, "presence", full)
+
+    def present(self, modality: str) -> Tensor:
+        """Bool (b, t): the utterances that have ``modality``."""
+        return self.presence.get(modality, self.mask)
 
     @property
     def modalities(self) -> list[str]:
@@ -130,7 +133,6 @@ class DialogueBatch:
             speakers=self.speakers,
             labels=torch.full_like(self.labels, IGNORE_INDEX),
             ids=(),
-            presence=dict.fromkeys(self.presence, none),
         )
 
     @classmethod
@@ -167,13 +169,14 @@ class DialogueBatch:
                 x = torch.as_tensor(np.asarray(d.features[m]), dtype=dtype)
                 features[m][i, :n] = torch.where(present[:, None], x, 0.0)
                 presence[m][i, :n] = present
+        lacking = {m for d in dialogues for m, p in d.presence.items() if not np.all(p)}
         return cls(
             features=features,
             mask=mask,
             speakers=speakers,
             labels=labels,
             ids=tuple(d.id for d in dialogues),
-            presence=presence,
+            presence={m: presence[m] for m in sorted(lacking)},
         )
 
 

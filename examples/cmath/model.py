@@ -26,6 +26,7 @@ from fusionkit import (
     DialogueContextEncoder,
     GatedFusion,
     ModalityReconstructor,
+    StreamCache,
     VariationalFusion,
 )
 from fusionkit.attention import Backend
@@ -79,6 +80,15 @@ class CMATHConfig:
     backend: Backend = "auto"
     # online use: every attention and convolution sees the current and earlier utterances only
     causal: bool = False
+    # training for missing modalities: the chance of hiding each modality of an utterance,
+    # and of a whole dialogue; > 0 also gives the fusions learned absence vectors
+    modality_dropout: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ValueError(
+                f"modality_dropout: expected a value in [0, 1), got {self.modality_dropout}"
+            )
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,7 @@ class CMATH(nn.Module):
                 f"class_weights: expected shape ({classes},), got {tuple(class_weights.shape)}"
             )
         self.register_buffer("class_weights", class_weights)
+        self.absence = c.modality_dropout > 0  # learned absence vectors in the fusions
         d = c.hidden_dim
         hierarchical = c.granularity == "hierarchical"
         self.reconstructors = nn.ModuleDict(
@@ -210,14 +221,24 @@ class CMATH(nn.Module):
             }
         )
         self.gate = nn.ModuleDict(
-            {k: GatedFusion(dict.fromkeys(cma.output_names, d), d) for k, cma in self.cma.items()}
+            {
+                k: GatedFusion(dict.fromkeys(cma.output_names, d), d, absence=self.absence)
+                for k, cma in self.cma.items()
+            }
         )
         latent = c.latent_dim or d
         if c.fusion == "concat":
-            self.fusion = ConcatFusion(dict.fromkeys(self.centrals, d), latent)
+            self.fusion = ConcatFusion(
+                dict.fromkeys(self.centrals, d), latent, absence=self.absence
+            )
         else:
             mode = "poe" if c.fusion == "poe" else "concat"
-            self.fusion = VariationalFusion(dict.fromkeys(self.centrals, d), latent, mode=mode)
+            self.fusion = VariationalFusion(
+                dict.fromkeys(self.centrals, d),
+                latent,
+                mode=mode,
+                absence=self.absence and mode != "poe",
+            )
         self.variational = c.fusion != "concat"
         self.head = nn.Linear(latent, classes)
         self.fine_heads = nn.ModuleDict(
@@ -253,11 +274,36 @@ class CMATH(nn.Module):
 
     def forward(self, batch: DialogueBatch, *, normalizer: Tensor | None = None) -> CMATHOutput:
         """The model on ``batch``; with the step's ``normalizer`` (:meth:`loss_counts`, summed
-        over every process of the step) also the objective, in ``output.loss``."""
-        out = self.encode(batch.features, mask=batch.mask, speakers=batch.speakers)
+        over every process of the step) also the objective, in ``output.loss``. In training
+        with ``modality_dropout``, modalities are hidden first (:meth:`hide`)."""
+        presence = batch.presence
+        if self.training and self.config.modality_dropout > 0:
+            presence = self.hide(batch)
+        out = self.encode(
+            batch.features, mask=batch.mask, speakers=batch.speakers, presence=presence
+        )
         if normalizer is None:
             return out
-        return replace(out, loss=self.objective(out, batch, normalizer))
+        return replace(out, loss=self.objective(out, batch, normalizer, presence))
+
+    def hide(self, batch: DialogueBatch) -> dict[str, Tensor]:
+        """Presence under modality dropout: each modality of each whole dialogue, and of each
+        utterance, hidden with probability ``modality_dropout``. An utterance that would lose
+        every modality keeps its dialogue-level draw only, or else what it has."""
+        p, mask = self.config.modality_dropout, batch.mask
+        have = {m: batch.present(m) for m in self.modalities}
+        dialogue = {
+            m: have[m] & (torch.rand(mask.shape[0], 1, device=mask.device) >= p) for m in have
+        }
+        utterance = {
+            m: dialogue[m] & (torch.rand(mask.shape, device=mask.device) >= p) for m in have
+        }
+
+        def left(kept: dict[str, Tensor]) -> Tensor:  # (b, t): some modality remains
+            return torch.stack(list(kept.values())).any(0)
+
+        fallback = {m: torch.where(left(dialogue), dialogue[m], have[m]) for m in have}
+        return {m: torch.where(left(utterance), utterance[m], fallback[m]) for m in have}
 
     @typechecked
     def encode(
@@ -266,23 +312,47 @@ class CMATH(nn.Module):
         *,
         mask: Bool[Tensor, "batch time"],
         speakers: Int[Tensor, "batch time"],
+        presence: Mapping[str, Tensor] | None = None,
+        cache: StreamCache | None = None,
     ) -> CMATHOutput:
-        """Logits and auxiliary losses for features (modality -> (b, t, d_m)), mask and speakers (b, t)."""
+        """Logits and auxiliary losses for features (modality -> (b, t, d_m)), mask and
+        speakers (b, t), and ``presence`` (modality -> (b, t)) for modalities some utterance
+        lacks. With a ``cache`` (causal models, online use) the inputs are the dialogue's
+        next utterance, and the cache advances past it."""
         check_features("features", features, mask, expected=self.spec.input_dims)
+        presence = dict(presence or {})
+        if cache is not None and self.reconstructors and self.config.reconstruction_kernel > 1:
+            raise ValueError("cache: streaming needs reconstruction_kernel = 1 (the default)")
         zero = torch.zeros((), device=mask.device)
         rec_loss, unimodal = zero, {}
         for m in self.modalities:  # steps 1 and 2
-            z = features[m]
+            z, p = features[m], presence.get(m)
             if m in self.reconstructors:
-                rec = self.reconstructors[m](z, mask=mask)
+                rec = self.reconstructors[m](z, mask=mask, presence=p)
                 z, rec_loss = rec.latent, rec_loss + rec.loss
-            unimodal[m] = self.context[m](self.project[m](z), mask=mask, speakers=speakers)
+            unimodal[m] = self.context[m](
+                self.project[m](z), mask=mask, speakers=speakers, presence=p, cache=cache
+            )
         fine = {}
         for central, cma in self.cma.items():  # step 3
-            streams = cma({m: unimodal[m] for m in [central, *cma.auxiliary]}, mask=mask)
-            fine[central] = self.gate[central](streams, mask=mask)
-        fused = self.fusion(fine, mask=mask)  # step 4
-        coarse, kl = (fused.z, fused.kl) if self.variational else (fused, zero)
+            branch = [central, *cma.auxiliary]
+            streams = cma(
+                {m: unimodal[m] for m in branch},
+                mask=mask,
+                presence={m: presence[m] for m in branch if m in presence} or None,
+                cache=cache,
+            )
+            fine[central] = self.gate[central](
+                streams, mask=mask, presence=self._stream_presence(cma, presence)
+            )
+        absent = {c: presence[c] for c in self.centrals if c in presence} or None
+        variational_poe = self.variational and self.config.fusion == "poe"
+        fused = self.fusion(
+            fine, mask=mask, presence=absent if self.absence or variational_poe else None
+        )
+        coarse, kl = (fused.z, fused.kl) if self.variational else (fused, zero)  # step 4
+        if cache is not None:
+            cache.position += mask.shape[1]
         return CMATHOutput(  # step 5
             logits=self.head(coarse),
             fine_logits={k: h(fine[k]) for k, h in self.fine_heads.items()},
@@ -294,6 +364,18 @@ class CMATH(nn.Module):
             kl=kl,
         )
 
+    def _stream_presence(self, cma: CMATransformer, presence: Mapping[str, Tensor]):
+        """Where each stream of a branch carries information, for gates with absence
+        vectors: ``c`` where c is present, ``c<-a`` where c or a is (None: everywhere)."""
+        if not self.absence or not presence:
+            return None
+        out = {}
+        for name in cma.output_names:
+            parts = [presence[m] for m in name.split("<-") if m in presence]
+            if len(parts) == len(name.split("<-")):  # absent only where every part is
+                out[name] = parts[0] if len(parts) == 1 else parts[0] | parts[1]
+        return out or None
+
     def loss_counts(self, batch: DialogueBatch) -> Tensor:
         """(sum of the class weights of the labelled utterances, number of real utterances) of
         ``batch``: summed over a step's processes, the denominators of the objective's means."""
@@ -304,7 +386,13 @@ class CMATH(nn.Module):
             weight = self.class_weights[batch.labels.clamp_min(0)] * valid
         return torch.stack([weight.sum(), batch.mask.sum().to(weight.dtype)])
 
-    def objective(self, out: CMATHOutput, batch: DialogueBatch, normalizer: Tensor) -> CMATHLoss:
+    def objective(
+        self,
+        out: CMATHOutput,
+        batch: DialogueBatch,
+        normalizer: Tensor,
+        presence: Mapping[str, Tensor] | None = None,
+    ) -> CMATHLoss:
         """Step 7 with every term: this batch's share of the step's means.
 
         Cross-entropy is class-weighted as PyTorch's ``weight=``, divided by the step's label
@@ -335,7 +423,7 @@ class CMATH(nn.Module):
             levels = [
                 DistillationLevel({"coarse": out.logits}, {"coarse": out.coarse}),
                 DistillationLevel(out.fine_logits, out.fine),
-                DistillationLevel(out.unimodal_logits, out.unimodal),
+                DistillationLevel(out.unimodal_logits, out.unimodal, masks=presence or None),
             ]
             kd = self.distillation(levels, mask=mask)
             for k, v in kd.terms.items():

@@ -12,7 +12,7 @@ standardises them with the training split's statistics saved in the checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from examples.cmath import checkpoint
 from examples.cmath.config import RunConfig
 from examples.cmath.evaluate import predict_logits
 from examples.cmath.model import CMATH
-from fusionkit import IGNORE_INDEX, Dialogue
+from fusionkit import IGNORE_INDEX, Dialogue, DialogueBatch, StreamCache
 from fusionkit.data import ConversationDataset
 from fusionkit.data.dataset import Stats, standardize
 
@@ -110,6 +110,10 @@ class Predictor:
         out = [self._result(d, probs[d.id]) for d in dialogues]
         return out[0] if single else out
 
+    def stream(self) -> StreamSession:
+        """A session that predicts a dialogue utterance by utterance (causal models)."""
+        return StreamSession(self)
+
     def _result(self, d: Dialogue, probs: np.ndarray) -> DialoguePrediction:
         names = self.label_names
         ids = d.extras.get("utterance_ids", range(len(d)))
@@ -123,3 +127,87 @@ class Predictor:
                 None if y == IGNORE_INDEX else names[y] for y in np.asarray(d.labels).tolist()
             ],
         )
+
+
+@dataclass(frozen=True)
+class UtterancePrediction:
+    """The prediction for one pushed utterance, from it and the utterances before it."""
+
+    position: int  # 0 for the dialogue's first utterance
+    label: str
+    probabilities: np.ndarray  # (classes,)
+    label_names: list[str]
+
+
+class StreamSession:
+    """One dialogue as it unfolds: :meth:`push` each utterance, get its prediction.
+
+    Only a causal model (``model.causal = true``) can do this: its prediction for an
+    utterance never changes when later ones arrive. The keys and values of every attention
+    layer are cached, so a push costs time linear in the dialogue so far.
+    """
+
+    def __init__(self, predictor: Predictor):
+        model = predictor.model
+        if not model.config.causal:
+            raise ValueError(
+                "stream: needs a causal model (train with --set model.causal=true); a "
+                "bidirectional model's predictions depend on utterances not yet spoken"
+            )
+        self.predictor, self.cache = predictor, StreamCache()
+        self.speakers: dict[str, int] = {}
+
+    def push(
+        self, features: Mapping[str, np.ndarray | None], speaker: str | int
+    ) -> UtterancePrediction:
+        """Predict the next utterance from ``features`` (modality -> (d_m,) raw vector; a
+        modality that is missing or None is absent for this utterance) and its ``speaker``
+        (an id, or a name numbered by order of first appearance)."""
+        model, spec = self.predictor.model, self.predictor.model.spec
+        unknown = sorted(set(features) - set(spec.input_dims))
+        if unknown:
+            raise ValueError(
+                f"features: unknown modalities {unknown}; the model has {sorted(spec.input_dims)}"
+            )
+        speaker_id = (
+            self.speakers.setdefault(speaker, len(self.speakers))
+            if isinstance(speaker, str)
+            else speaker
+        )
+        if not 0 <= speaker_id < spec.num_speakers:
+            raise ValueError(
+                f"speaker: id {speaker_id} outside the model's {spec.num_speakers} speakers"
+            )
+        present = {m: features.get(m) is not None for m in spec.input_dims}
+        if not any(present.values()):
+            raise ValueError("features: an utterance needs at least one modality")
+        rows = {}
+        for m, width in spec.input_dims.items():
+            x = (
+                np.zeros(width, np.float32)
+                if not present[m]
+                else np.asarray(features[m], np.float32)
+            )
+            if x.shape != (width,):
+                raise ValueError(f"features[{m!r}]: expected shape ({width},), got {x.shape}")
+            rows[m] = x[None]
+        d = Dialogue(
+            id="stream",
+            features=rows,
+            speakers=np.array([speaker_id]),
+            labels=np.array([IGNORE_INDEX]),
+            presence={m: np.array([p]) for m, p in present.items()},
+        )
+        batch = DialogueBatch.collate(self.predictor.standardize([d]))
+        position = self.cache.position
+        with torch.no_grad():
+            logits = model.encode(
+                batch.features,
+                mask=batch.mask,
+                speakers=batch.speakers,
+                presence=batch.presence,
+                cache=self.cache,
+            ).logits
+        probs = logits[0, 0].float().softmax(-1).numpy()
+        names = self.predictor.label_names
+        return UtterancePrediction(position, names[int(probs.argmax())], probs, names)

@@ -4,6 +4,7 @@ from fusionkit.blocks.cma_transformer import CMATransformer, stream_name
 from fusionkit.blocks.context import DialogueContextEncoder
 from fusionkit.blocks.multihead_attention import CrossModalAttention, MultiHeadAttention
 from fusionkit.blocks.reconstruction import ModalityReconstructor, Reconstruction
+from fusionkit.blocks.stream_cache import KVCache, StreamCache
 from fusionkit.blocks.transformer import FeedForward, TransformerLayer
 from fusionkit.blocks.variational import VariationalFusion, VariationalOutput
 
@@ -12,9 +13,11 @@ __all__ = [
     "CrossModalAttention",
     "DialogueContextEncoder",
     "FeedForward",
+    "KVCache",
     "ModalityReconstructor",
     "MultiHeadAttention",
     "Reconstruction",
+    "StreamCache",
     "TransformerLayer",
     "VariationalFusion",
     "VariationalOutput",

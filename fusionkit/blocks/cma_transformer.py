@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from fusionkit._deprecation import keyword_only
 from fusionkit.attention import Backend
+from fusionkit.blocks.stream_cache import StreamCache
 from fusionkit.blocks.transformer import TransformerLayer
 from fusionkit.losses.masked import presence_masks
 from fusionkit.typing import check_features, typechecked
@@ -106,8 +107,10 @@ class CMATransformer(nn.Module):
         *,
         mask: Bool[Tensor, "batch time"],
         presence: Mapping[str, Bool[Tensor, "batch time"]] | None = None,
+        cache: StreamCache | None = None,
     ) -> dict[str, Tensor]:
-        """Augment ``features[central]`` (b, t, dim) by each auxiliary (b, t, dim)."""
+        """Augment ``features[central]`` (b, t, dim) by each auxiliary (b, t, dim); with a
+        ``cache`` (causal blocks, online use), of the dialogue's next utterance."""
         modalities = [self.central, *self.auxiliary]
         check_features("features", features, mask, expected=dict.fromkeys(modalities, self.dim))
         present = presence_masks(mask, presence, modalities)
@@ -118,6 +121,8 @@ class CMATransformer(nn.Module):
         for target, source in self.pairs:
             u = features[target]
             for layer in self.streams[stream_name(target, source)]:
-                u = layer(u, mask=mask, context=features[source], key_mask=present[source])
+                u = layer(
+                    u, mask=mask, context=features[source], key_mask=present[source], cache=cache
+                )
             out[stream_name(target, source)] = torch.where(keep, self.norm(u), 0.0)
         return out

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from fusionkit._deprecation import keyword_only
 from fusionkit.attention import Backend
+from fusionkit.blocks.stream_cache import StreamCache
 from fusionkit.blocks.transformer import TransformerLayer
 from fusionkit.losses.masked import present
 from fusionkit.typing import CHECKING, check_last_dim, typechecked
@@ -64,13 +65,18 @@ class DialogueContextEncoder(nn.Module):
         mask: Bool[Tensor, "batch time"],
         speakers: Int[Tensor, "batch time"],
         presence: Bool[Tensor, "batch time"] | None = None,
+        cache: StreamCache | None = None,
     ) -> Float[Tensor, "batch time dim"]:
-        """Contextualise utterances ``x`` (b, t, dim); zeros at padded and absent positions."""
+        """Contextualise utterances ``x`` (b, t, dim); zeros at padded and absent positions.
+
+        With a ``cache`` (causal encoders, online use) ``x`` is the next utterance of the
+        dialogue, at position ``cache.position``."""
         check_last_dim("x", x, self.dim)
         keep = present(mask, presence)
+        start = 0 if cache is None else cache.position
         t = x.shape[1]
-        if t > self.max_len:
-            raise ValueError(f"x: dialogue length {t} exceeds max_len={self.max_len}")
+        if start + t > self.max_len:
+            raise ValueError(f"x: dialogue length {start + t} exceeds max_len={self.max_len}")
         if CHECKING:  # reading the ids syncs a GPU: part of the checks the switch turns off
             real = speakers[mask]
             if real.numel() and (real.min() < 0 or real.max() >= self.num_speakers):
@@ -78,12 +84,12 @@ class DialogueContextEncoder(nn.Module):
                     f"speakers: ids must lie in [0, {self.num_speakers}) at real utterances, "
                     f"got range [{int(real.min())}, {int(real.max())}]"
                 )
-        positions = torch.arange(t, device=x.device)
+        positions = torch.arange(start, start + t, device=x.device)
         # Padded positions may hold any id; real ones are used as they are.
         spk = self.speaker(torch.where(mask, speakers, torch.zeros_like(speakers)))
         if presence is not None:  # never read x where the modality is absent
             x = torch.where(keep.unsqueeze(-1), x, 0.0)
         h = x + spk.to(x.dtype) + self.position(positions).to(x.dtype)
         for layer in self.layers:
-            h = layer(h, mask=keep)
+            h = layer(h, mask=keep, cache=cache)
         return torch.where(keep.unsqueeze(-1), self.norm(h), 0.0)

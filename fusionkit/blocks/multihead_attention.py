@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from fusionkit._deprecation import keyword_only, warn
 from fusionkit.attention import Backend, attention
 from fusionkit.attention.reference import allowed_keys
+from fusionkit.blocks.stream_cache import StreamCache
 from fusionkit.typing import check_last_dim, typechecked
 
 
@@ -61,8 +62,13 @@ class MultiHeadAttention(nn.Module):
         *,
         mask: Bool[Tensor, "batch tq"] | None = None,
         key_mask: Bool[Tensor, "batch tk"] | None = None,
+        cache: StreamCache | None = None,
     ) -> Float[Tensor, "batch tq dim"]:
-        """Attend from ``x`` (b, tq, dim) to ``context`` (b, tk, dim), default ``x``."""
+        """Attend from ``x`` (b, tq, dim) to ``context`` (b, tk, dim), default ``x``.
+
+        With a ``cache`` (causal layers only, online use) ``x`` and ``context`` hold one new
+        utterance: its keys and values join the cached ones, and it attends over them all.
+        """
         check_last_dim("x", x, self.dim)
         if context is None:
             context, key_mask = x, mask if key_mask is None else key_mask
@@ -72,19 +78,33 @@ class MultiHeadAttention(nn.Module):
             context = torch.where(key_mask.unsqueeze(-1), context, 0.0)
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
         k, v = rearrange(self.to_kv(context), "b n (two h d) -> two b h n d", two=2, h=self.heads)
+        causal = self.causal
+        if cache is not None:
+            if not causal or x.shape[1] != 1 or context.shape[1] != 1:
+                raise ValueError(
+                    f"cache: needs a causal layer fed one utterance a call, got causal={causal}, "
+                    f"{x.shape[1]} queries and {context.shape[1]} keys"
+                )
+            new = (
+                key_mask
+                if key_mask is not None
+                else torch.ones_like(k[:, 0, :, 0], dtype=torch.bool)
+            )
+            k, v, key_mask = cache.layer(self).extend(k, v, new)
+            causal = False  # the newest utterance sees every cached one
         out = attention(
             q,
             k,
             v,
             key_mask=key_mask,
-            causal=self.causal,
+            causal=causal,
             dropout_p=self.dropout if self.training else 0.0,
             backend=self.backend,
         )
         out = self.to_out(rearrange(out, "b h n d -> b n (h d)"))
         keep = mask
         if key_mask is not None:  # queries with no allowed key get no update
-            allowed = allowed_keys(key_mask, self.causal, x.shape[1], context.shape[1], x.device)
+            allowed = allowed_keys(key_mask, causal, x.shape[1], k.shape[2], x.device)
             has_key = rearrange(allowed.any(-1), "b 1 n -> b n")
             keep = has_key if keep is None else keep & has_key
         return out if keep is None else torch.where(keep.unsqueeze(-1), out, 0.0)

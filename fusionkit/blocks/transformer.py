@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from fusionkit._deprecation import keyword_only
 from fusionkit.attention import Backend
 from fusionkit.blocks.multihead_attention import MultiHeadAttention
+from fusionkit.blocks.stream_cache import StreamCache
 from fusionkit.typing import typechecked
 
 
@@ -74,8 +75,10 @@ class TransformerLayer(nn.Module):
         mask: Bool[Tensor, "batch tq"],
         context: Float[Tensor, "batch tk dim"] | None = None,
         key_mask: Bool[Tensor, "batch tk"] | None = None,
+        cache: StreamCache | None = None,
     ) -> Float[Tensor, "batch tq dim"]:
-        """Update ``x`` (b, tq, dim); ``context`` (b, tk, dim) is required iff ``cross``.
+        """Update ``x`` (b, tq, dim); ``context`` (b, tk, dim) is required iff ``cross``;
+        ``cache``: one new utterance of a causal layer (see :class:`MultiHeadAttention`).
 
         ``key_mask`` marks the context's present keys (default: ``mask`` for self-attention,
         every key for cross-attention); the context's values elsewhere are never read (not
@@ -89,7 +92,7 @@ class TransformerLayer(nn.Module):
             context = torch.where(key_mask.unsqueeze(-1), context, 0.0)
         q = self.norm_q(x)
         kv = self.norm_kv(context) if self.cross else q
-        x = x + self.drop(self.attn(q, kv, key_mask=key_mask if self.cross else mask))
+        x = x + self.drop(self.attn(q, kv, key_mask=key_mask if self.cross else mask, cache=cache))
         if self.aligned is not None:
             if kv.shape[1] != x.shape[1]:
                 raise ValueError(

@@ -136,3 +136,78 @@ def test_loss_is_the_step_mean_whatever_the_split_of_the_step(data):
     for key, value in total.terms.items():
         torch.testing.assert_close(sum(p.terms[key] for p in parts), value, rtol=1e-4, atol=1e-6)
     assert empty.total.item() == 0.0
+
+
+def test_modality_dropout_hides_modalities_and_trains(data):
+    torch.manual_seed(0)
+    model = _model(data, modality_dropout=0.2).train()
+    b, t = 400, 10
+    big = DialogueBatch(
+        features={m: torch.zeros(b, t, w) for m, w in DIMS.items()},
+        mask=torch.ones(b, t, dtype=torch.bool),
+        speakers=torch.zeros(b, t, dtype=torch.long),
+        labels=torch.zeros(b, t, dtype=torch.long),
+    )
+    hidden = {m: ~h for m, h in model.hide(big).items()}
+    # kept with probability 0.8 * 0.8, less the few utterances that would lose everything
+    rate = torch.stack(list(hidden.values())).float().mean()
+    assert 0.28 < rate < 0.4, rate
+    whole = torch.stack([h.all(1) for h in hidden.values()])  # a modality hidden for a dialogue
+    assert 0.14 < whole.float().mean() < 0.26
+    assert not torch.stack(list(hidden.values())).all(0).any()  # never every modality
+    batch = next(data.batches("train", 4))
+    losses, out = _train_steps(model, batch, steps=6)
+    assert losses[-1] < losses[0] and torch.isfinite(out.total)
+    assert set(model.gate["text"].absent) == {"text", "text<-audio", "text<-visual"}
+
+
+def test_absent_values_never_matter_and_everything_absent_is_finite(data):
+    model = _model(data, modality_dropout=0.3).eval()
+    dialogues = data.split("train")[:2]
+    batch = DialogueBatch.collate(dialogues)
+    audio = torch.rand(batch.mask.shape) < 0.5
+    presence = {"audio": audio & batch.mask, "visual": torch.zeros_like(batch.mask)}
+    with torch.no_grad():
+        a = model.encode(
+            batch.features, mask=batch.mask, speakers=batch.speakers, presence=presence
+        )
+        junk = dict(batch.features)
+        junk["audio"] = torch.where(audio[..., None], junk["audio"], 1e6)
+        junk["visual"] = torch.full_like(junk["visual"], float("nan"))
+        b = model.encode(junk, mask=batch.mask, speakers=batch.speakers, presence=presence)
+        nothing = dict.fromkeys(["text", "audio", "visual"], torch.zeros_like(batch.mask))
+        c = model.encode(batch.features, mask=batch.mask, speakers=batch.speakers, presence=nothing)
+    torch.testing.assert_close(b.logits, a.logits)
+    assert torch.isfinite(c.logits).all()
+
+
+def test_streaming_equals_the_causal_model_on_the_whole_dialogue(data):
+    """Utterance by utterance with cached keys and values, the same predictions as the
+    causal model run on the whole dialogue (and a bidirectional model refuses to stream)."""
+    from fusionkit import StreamCache
+
+    torch.manual_seed(0)
+    model = _model(data, causal=True).eval()
+    d = data.split("test")[0]
+    whole = DialogueBatch.collate([d])
+    with torch.no_grad():
+        full = model(whole).logits[0]
+        cache = StreamCache()
+        steps = [
+            model.encode(
+                {m: x[:, i : i + 1] for m, x in whole.features.items()},
+                mask=whole.mask[:, i : i + 1],
+                speakers=whole.speakers[:, i : i + 1],
+                cache=cache,
+            ).logits[0, 0]
+            for i in range(len(d))
+        ]
+    torch.testing.assert_close(torch.stack(steps), full, atol=1e-5, rtol=1e-4)
+    assert cache.position == len(d)
+    with pytest.raises(ValueError, match="cache: needs a causal layer"):
+        _model(data).encode(
+            {m: x[:, :1] for m, x in whole.features.items()},
+            mask=whole.mask[:, :1],
+            speakers=whole.speakers[:, :1],
+            cache=StreamCache(),
+        )

@@ -92,3 +92,34 @@ def test_predicting_the_test_split_gives_the_report_train_wrote(tmp_path, capsys
     capsys.readouterr()
     assert predict.main(["--checkpoint", str(tmp_path / "nope.pt")]) == 2
     assert "checkpoint" in capsys.readouterr().err
+
+
+def test_stream_session_equals_offline_causal_prediction(saved, tmp_path):
+    """A causal checkpoint streamed utterance by utterance (raw features, speaker names,
+    one utterance without audio) predicts what the offline predictor does."""
+    _, _, ds, raw = saved
+    config = override(RunConfig(), [*SMALL, "model.causal=true"])
+    torch.manual_seed(0)
+    data, stats = load_data(config.data)
+    model = CMATH(config.model, DataSpec.of(data))
+    path = tmp_path / "causal.pt"
+    checkpoint.save(checkpoint.payload(model, config, stats, data.info), path)
+    predictor = Predictor.from_checkpoint(path)
+    d = raw.split("test")[0]
+    no_audio = {"audio": np.arange(len(d)) != 2}
+    offline = predictor.predict(Dialogue(d.id, d.features, d.speakers, d.labels, presence=no_audio))
+    session = predictor.stream()
+    assert d.speakers[0] == 0  # so names numbered by appearance are the data's ids
+    for i in range(len(d)):
+        features = {m: x[i] for m, x in d.features.items()}
+        if i == 2:
+            features["audio"] = None
+        step = session.push(features, speaker=f"speaker {d.speakers[i]}")
+        assert step.position == i
+        np.testing.assert_allclose(
+            step.probabilities, offline.probabilities[i], rtol=1e-4, atol=1e-5
+        )
+    with pytest.raises(ValueError, match="stream: needs a causal model"):
+        Predictor.from_checkpoint(saved[0]).stream()
+    with pytest.raises(ValueError, match=r"features\['text'\]: expected shape \(12,\)"):
+        session.push({"text": np.zeros(3), "audio": np.zeros(10)}, speaker=0)
