@@ -33,8 +33,10 @@ _ALLOWED = {
     ("numpy", "dtype"),
     ("_codecs", "encode"),  # bytes inside protocol-2 pickles (numpy array buffers)
     ("collections", "OrderedDict"),
-    ("builtins", "set"),
+    ("builtins", "set"),  # split ids are sets in some files ...
     ("builtins", "frozenset"),
+    ("__builtin__", "set"),  # ... under Python 2's module name in protocol-2 pickles
+    ("__builtin__", "frozenset"),
     ("builtins", "list"),
     ("builtins", "dict"),
     ("builtins", "tuple"),
@@ -136,19 +138,28 @@ def _describe(obj: object) -> str:
     return f"a {type(obj).__name__}"
 
 
+def _field_matches(name: str, value: object) -> bool:
+    """Whether ``value`` can be the field ``name`` the reader uses (others are not checked)."""
+    if name in ("labels", "sentiments"):
+        return isinstance(value, dict) and _is_label_list(_first_value(value))
+    if name.startswith("text") or name in ("audio", "visual"):
+        return isinstance(value, dict) and _is_feature_map(value)
+    if name == "speakers":
+        return isinstance(value, dict)
+    if name in ("train", "dev", "test"):
+        return isinstance(value, list | tuple | set | frozenset)
+    return True  # ids, sentences, unused: never required by the reader
+
+
 def detect_layout(obj: object, *, source: str = "<object>") -> Layout:
-    """The layout of an unpickled feature file, or a :class:`LayoutError` saying what was found."""
-    if isinstance(obj, tuple | list) and all(isinstance(x, dict | list | set | tuple) for x in obj):
-        candidates = [lay for lay in LAYOUTS if len(lay.fields) == len(obj)]
-        for layout in candidates:
-            field = dict(zip(layout.fields, obj, strict=True))
-            features = [
-                f for f in layout.fields if f.startswith("text") or f in ("audio", "visual")
-            ]
-            if (
-                isinstance(field["labels"], dict)
-                and _is_label_list(_first_value(field["labels"]))
-                and all(isinstance(field[f], dict) and _is_feature_map(field[f]) for f in features)
+    """The layout of an unpickled feature file, or a :class:`LayoutError` saying what was found.
+
+    Only the fields the reader uses are checked: an unused trailing field may hold anything.
+    """
+    if isinstance(obj, tuple | list):
+        for layout in LAYOUTS:
+            if len(layout.fields) == len(obj) and all(
+                _field_matches(f, v) for f, v in zip(layout.fields, obj, strict=True)
             ):
                 return layout
     raise LayoutError(

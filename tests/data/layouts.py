@@ -18,10 +18,21 @@ WIDTHS = {  # layout -> (text, audio, visual)
     "E": (1024, None, None),
     "F": (1024, None, None),
 }
+_EMPTY = object()
 
 
-def make_layout(key: str, *, num_dialogues: int = 5, seed: int = 0, small: bool = True) -> tuple:
-    """The tuple a file of layout ``key`` holds (widths divided by 10 when ``small``)."""
+def make_layout(
+    key: str,
+    *,
+    num_dialogues: int = 5,
+    seed: int = 0,
+    small: bool = True,
+    split_type: type = list,
+    unused: object = _EMPTY,
+) -> tuple:
+    """The tuple a file of layout ``key`` holds (widths divided by 10 when ``small``), split
+    ids in a ``split_type`` (list, set or frozenset), the trailing unused field ``unused``
+    (an empty dict unless given)."""
     layout = next(lay for lay in LAYOUTS if lay.key == ("A" if key == "A'" else key))
     rng = np.random.default_rng(seed)
     iemocap = layout.dataset == "iemocap"
@@ -50,15 +61,17 @@ def make_layout(key: str, *, num_dialogues: int = 5, seed: int = 0, small: bool 
         values["visual"][did] = [rng.normal(size=visual_w or 1) for _ in range(n)]
         values["sentences"][did] = [f"utterance {j}" for j in range(n)]
     k = len(ids)
-    values["train"] = ids[: k - 2]
-    values["test"] = ids[k - 1 :]
-    values["dev"] = ids[k - 2 : k - 1]
-    values["unused"] = {}
+    values["train"] = split_type(ids[: k - 2])
+    values["test"] = split_type(ids[k - 1 :])
+    values["dev"] = split_type(ids[k - 2 : k - 1])
+    values["unused"] = {} if unused is _EMPTY else unused
     return tuple(values[f] for f in layout.fields)
 
 
-def write_layout(path, key: str, **kw) -> tuple:
+def write_layout(path, key: str, *, protocol: int = 2, **kw) -> tuple:
+    """Write :func:`make_layout`'s tuple to ``path``; protocol 2 by default, as the field's
+    Python-2 IEMOCAP files (Python 3 then names the builtins module ``__builtin__``)."""
     obj = make_layout(key, **kw)
     with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)  # the field's IEMOCAP files are Python-2 pickles
+        pickle.dump(obj, f, protocol=protocol)
     return obj

@@ -13,15 +13,35 @@ from fusionkit.data import (
     read_feature_pickle,
     save_npz,
 )
+from fusionkit.data.pickles import LAYOUTS
 from tests.data.layouts import WIDTHS, make_layout, write_layout
 
 ALL = ["A", "A'", "B", "C", "D", "D'", "E", "F"]
+WITH_UNUSED = ["B", "D", "D'"]  # the layouts with a trailing unused field
+VARIANTS = {  # how real files differ from one another beyond their layout
+    "split lists": {},
+    "split sets": {"split_type": set},
+    "split frozensets": {"split_type": frozenset},
+    "unused None": {"unused": None},
+    "unused 0": {"unused": 0},
+}
+CASES = [
+    (key, variant)
+    for key in ALL
+    for variant in VARIANTS
+    if key in WITH_UNUSED or not variant.startswith("unused")
+]
 
 
-@pytest.mark.parametrize("key", ALL)
-def test_every_layout_is_detected_and_read(tmp_path, key):
+@pytest.mark.parametrize("protocol", [2, 4])  # Python 2 files; Python 3.8+ default
+@pytest.mark.parametrize(("key", "variant"), CASES)
+def test_every_layout_is_detected_and_read(tmp_path, key, variant, protocol):
     path = tmp_path / "features.pkl"  # the same name for every layout: detection is by content
-    obj = write_layout(path, key, small=key not in ("A", "A'"))
+    obj = write_layout(
+        path, key, small=key not in ("A", "A'"), protocol=protocol, **VARIANTS[variant]
+    )
+    if protocol == 2 and "sets" in variant:  # as a Python 2 pickle names them
+        assert f"__builtin__\n{variant.split()[1][:-1]}\n".encode() in path.read_bytes()
     ds = read_feature_pickle(path)
     assert ds.info["layout"] == key
     assert f"layout {key} " in ds.source
@@ -33,6 +53,9 @@ def test_every_layout_is_detected_and_read(tmp_path, key):
     if key in ("A", "A'"):
         assert ds.feature_dims == dict(zip(("text", "audio", "visual"), WIDTHS[key], strict=True))
     assert set(ds.splits) == ({"train", "test", "dev"} if text_only else {"train", "test"})
+    fields = next(lay for lay in LAYOUTS if lay.key == ("A" if key == "A'" else key)).fields
+    for split in ds.splits:
+        assert ds.splits[split] == sorted(str(i) for i in obj[fields.index(split)])
     labels = obj[1] if text_only else obj[2]
     for did, d in ds.dialogues.items():
         original = next(v for k, v in labels.items() if str(k) == did)
@@ -131,6 +154,28 @@ def test_arbitrary_class_is_refused(tmp_path):
     _dump(tmp_path / "c.pkl", collections.Counter("abc"))
     with pytest.raises(UnsafePickleError, match=r"collections\.Counter"):
         read_feature_pickle(tmp_path / "c.pkl")
+
+
+class _Call:
+    """Pickles as a call of ``func(*args)``: what a hostile file would ask for."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])  # Python 2 files; Python 3.8+ default
+@pytest.mark.parametrize("func", [eval, exec, getattr, __import__])
+def test_other_builtins_are_refused_under_both_names(tmp_path, func, protocol):
+    """Sets are admitted under __builtin__ and builtins; nothing else of either module is."""
+    path = tmp_path / "b.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(({"x": _Call(func, "1")}, {1, 2}), f, protocol=protocol)
+    module = "__builtin__" if protocol == 2 else "builtins"
+    with pytest.raises(UnsafePickleError, match=rf"refused to load {module}\.{func.__name__}"):
+        read_feature_pickle(path)
 
 
 def test_npz_round_trip(tmp_path):
