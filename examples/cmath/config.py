@@ -22,7 +22,8 @@ from beartype import BeartypeConf
 from beartype.door import is_bearable
 
 from examples.cmath.model import CMATHConfig
-from fusionkit.data import SyntheticConversations
+from fusionkit.data import AudioFeatures, SyntheticConversations, TextFeatures
+from fusionkit.data.finetune import FineTune
 from fusionkit.data.text import DEFAULT_ENCODER
 
 if sys.version_info >= (3, 11):
@@ -31,7 +32,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-DATASETS = ("synthetic", "iemocap", "meld", "npz", "meld-csv")
+DATASETS = ("synthetic", "iemocap", "meld", "npz", "meld-csv", "table")
 
 
 class ConfigError(ValueError):
@@ -41,9 +42,10 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     """Which data: ``dataset`` is synthetic, iemocap or meld (feature pickles), npz
-    (fusionkit's format) or meld-csv (MELD transcripts, text features from an encoder)."""
+    (fusionkit's format), meld-csv (MELD's transcripts) or table (a manifest of your own
+    conversations: text and audio, docs/own-conversations.md)."""
 
-    dataset: Literal["synthetic", "iemocap", "meld", "npz", "meld-csv"] = "synthetic"
+    dataset: Literal["synthetic", "iemocap", "meld", "npz", "meld-csv", "table"] = "synthetic"
     path: str | None = None
     modalities: list[str] | None = None  # None: every modality the data has
     text_layer: int | Literal["mean"] = 0  # RoBERTa layer of the 4-layer pickles, or "mean"
@@ -51,10 +53,22 @@ class DataConfig:
     dev_seed: int = 0
     standardize: bool = True  # per-feature mean/std of the training split
     synthetic: SyntheticConversations = field(default_factory=SyntheticConversations)
-    # text features from a sentence encoder (meld-csv), cached in cache_dir
-    encoder: str = DEFAULT_ENCODER
-    cache_dir: str | None = None
-    limit_dialogues: int | None = None  # first N dialogues of each split (quick runs)
+    # meld-csv and table: features made from text and audio, cached in cache_dir
+    label_names: list[str] | None = None  # table: the model's label order (None: sorted)
+    text_encoder: str = DEFAULT_ENCODER  # a sentence-transformers model name or folder
+    finetune: bool = False  # fine-tune the encoder on the train split's labels first
+    fine_tuning: FineTune = field(default_factory=FineTune)  # [data.fine_tuning]
+    audio_features: Literal["eGeMAPSv02", "emobase", "ComParE_2016", "IS10", "none"] = "eGeMAPSv02"
+    on_error: Literal["raise", "absent"] = "raise"  # unusable audio: an error, or absent
+    cache_dir: str | None = None  # default: .fusionkit-cache (meld-csv: here; table: beside it)
+    limit_dialogues: int | None = None  # meld-csv: first N dialogues of each split (quick runs)
+
+    def text_features(self) -> TextFeatures:
+        """How text features are made: the encoder, fine-tuned or frozen."""
+        return TextFeatures(self.text_encoder, finetune=self.fine_tuning if self.finetune else None)
+
+    def audio(self) -> AudioFeatures | None:
+        return None if self.audio_features == "none" else AudioFeatures(self.audio_features)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from examples.cmath.config import DataConfig
-from fusionkit.data import ConversationDataset, load_npz, read_feature_pickle
+from fusionkit.data import ConversationDataset, load_npz, manifest_dataset, read_feature_pickle
 from fusionkit.data.dataset import Stats
 
 
@@ -40,11 +40,22 @@ def read_dataset(cfg: DataConfig) -> ConversationDataset:
     if cfg.dataset == "meld-csv":
         from fusionkit.data.text import meld_text_dataset
 
+        text = cfg.text_features()
         return meld_text_dataset(
             _path(cfg, folder=True),
-            encoder=cfg.encoder,
+            encoder=text.encoder,
+            finetune=text.finetune,
             cache_dir=cfg.cache_dir,
             limit_dialogues=cfg.limit_dialogues,
+        )
+    if cfg.dataset == "table":
+        return manifest_dataset(
+            _path(cfg),
+            label_names=cfg.label_names,
+            text=cfg.text_features(),
+            audio=cfg.audio(),
+            cache_dir=cfg.cache_dir,
+            on_error=cfg.on_error,
         )
     raise ValueError(f"dataset: unknown {cfg.dataset!r}")
 

@@ -187,7 +187,9 @@ def fit(
         if state["best_test"] is None or test.weighted_f1 > state["best_test"]["weighted_f1"]:
             state["best_test"] = {"epoch": epoch, **test.to_dict()}
         if main:
-            saved = checkpoint.payload(run.model, config, stats, ds.info, seed=seed, epoch=epoch)
+            saved = checkpoint.payload(
+                run.model, config, stats, ds.info.get("extraction", {}), seed=seed, epoch=epoch
+            )
             if improved:
                 checkpoint.save(saved, out / "best.pt")
             extra = {"optimizer": run.optimizer.state_dict(), "rng": torch.get_rng_state()}

@@ -26,7 +26,6 @@ if not __package__:  # run as a script: make the repository importable
 import numpy as np
 
 from examples.cmath.config import DATASETS
-from examples.cmath.data import read_dataset, split
 from examples.cmath.predictor import DialoguePrediction, Predictor
 from examples.cmath.train import USER_ERRORS, report_error
 from fusionkit import IGNORE_INDEX, classification_report
@@ -93,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(
             cfg, **{k: v for k, v in (("dataset", args.dataset), ("path", args.data)) if v}
         )
-        ds = split(read_dataset(cfg), cfg)
+        ds = predictor.read(cfg)
         dialogues = ds.split(args.split) if args.split else list(ds.dialogues.values())
-        results = predictor.predict(dialogues, batch_size=predictor.config.train.batch_size)
+        chosen = replace(
+            ds, dialogues={d.id: d for d in dialogues}, splits={"chosen": [d.id for d in dialogues]}
+        )
+        results = predictor.predict(chosen, batch_size=predictor.config.train.batch_size)
         out = Path(args.out)
         write(results, out)
         print(

@@ -20,12 +20,14 @@ import numpy as np
 import torch
 
 from examples.cmath import checkpoint
-from examples.cmath.config import RunConfig
+from examples.cmath.config import DataConfig, RunConfig
+from examples.cmath.data import read_dataset, split
 from examples.cmath.evaluate import predict_logits
 from examples.cmath.model import CMATH
 from fusionkit import IGNORE_INDEX, Dialogue, DialogueBatch, StreamCache
-from fusionkit.data import ConversationDataset
+from fusionkit.data import ConversationDataset, extraction_settings, manifest_dataset
 from fusionkit.data.dataset import Stats, standardize
+from fusionkit.data.text import meld_text_dataset
 
 
 @dataclass(frozen=True)
@@ -100,23 +102,49 @@ class Predictor:
     ) -> DialoguePrediction | list[DialoguePrediction]:
         """Predictions for one dialogue (a :class:`DialoguePrediction`) or for every dialogue
         of a dataset or list (a list, in order)."""
-        single = isinstance(conversation, Dialogue)
+        single, ids = isinstance(conversation, Dialogue), {}
         if isinstance(conversation, ConversationDataset):
-            dialogues = list(conversation.dialogues.values())
+            dialogues, ids = (
+                list(conversation.dialogues.values()),
+                conversation.info.get("utterance_ids", {}),
+            )
         else:
             dialogues = [conversation] if single else list(conversation)
         self.check(dialogues)
         probs = self.probabilities(self.standardize(dialogues), batch_size)
-        out = [self._result(d, probs[d.id]) for d in dialogues]
+        out = [self._result(d, probs[d.id], ids.get(d.id, range(len(d)))) for d in dialogues]
         return out[0] if single else out
+
+    def read(self, data: DataConfig) -> ConversationDataset:
+        """New data of the kind ``data`` names, read as the training data were: tables and
+        MELD's CSVs get their features made with the checkpoint's extraction settings (a
+        fine-tuned encoder is loaded, not trained again) and the model's label order."""
+        if data.dataset not in ("table", "meld-csv") or not self.features:
+            return split(read_dataset(data), data)
+        settings = extraction_settings(self.features)
+        if data.dataset == "table":
+            ds = manifest_dataset(
+                data.path,
+                label_names=self.label_names,
+                cache_dir=data.cache_dir,
+                on_error=data.on_error,
+                **settings,
+            )
+        else:
+            ds = meld_text_dataset(
+                data.path,
+                encoder=settings["text"].encoder,
+                cache_dir=data.cache_dir,
+                limit_dialogues=data.limit_dialogues,
+            )
+        return split(ds, data)
 
     def stream(self) -> StreamSession:
         """A session that predicts a dialogue utterance by utterance (causal models)."""
         return StreamSession(self)
 
-    def _result(self, d: Dialogue, probs: np.ndarray) -> DialoguePrediction:
+    def _result(self, d: Dialogue, probs: np.ndarray, ids) -> DialoguePrediction:
         names = self.label_names
-        ids = d.extras.get("utterance_ids", range(len(d)))
         return DialoguePrediction(
             dialogue=d.id,
             utterances=[str(u) for u in ids],

@@ -32,7 +32,7 @@ def saved(tmp_path_factory):
     torch.manual_seed(0)
     model = CMATH(config.model, DataSpec.of(ds), ds.class_weights())
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    checkpoint.save(checkpoint.payload(model, config, stats, ds.info, epoch=1), path)
+    checkpoint.save(checkpoint.payload(model, config, stats, {}, epoch=1), path)
     raw = config.data.synthetic.build()
     return path, model, ds, raw
 
@@ -103,7 +103,7 @@ def test_stream_session_equals_offline_causal_prediction(saved, tmp_path):
     data, stats = load_data(config.data)
     model = CMATH(config.model, DataSpec.of(data))
     path = tmp_path / "causal.pt"
-    checkpoint.save(checkpoint.payload(model, config, stats, data.info), path)
+    checkpoint.save(checkpoint.payload(model, config, stats, {}), path)
     predictor = Predictor.from_checkpoint(path)
     d = raw.split("test")[0]
     no_audio = {"audio": np.arange(len(d)) != 2}
