@@ -126,6 +126,7 @@ class Predictor:
             ds = manifest_dataset(
                 data.path,
                 label_names=self.label_names,
+                split="test",  # for a manifest without a split column: every dialogue is new
                 cache_dir=data.cache_dir,
                 on_error=data.on_error,
                 **settings,

@@ -311,7 +311,8 @@ def read_conversation_table(
             labels found in the files, sorted (Python string order). An empty label cell,
             or a file without a label column, gives ``IGNORE_INDEX``.
         columns: the column names.
-        split: the split of every row, for files without a split column.
+        split: the split of every row of a file without a split column (one with a split
+            column is read by it).
         id_prefix: prepended to dialogue ids (``"{split}/"`` keeps ids unique across files).
     """
     paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
@@ -329,6 +330,7 @@ def read_conversation_table(
         missing = [c for c in needed if c not in header]
         if missing:
             raise TableError(f"{path}: missing columns {missing}; found {header}")
+        by_column = columns.split is not None and columns.split in header  # else: ``split``
         found = [m for m in ("text", "audio") if getattr(columns, m) in header]
         if not found:
             raise TableError(
@@ -367,7 +369,7 @@ def read_conversation_table(
                         f"{where}: rows out of order: dialogue {did} appears again after other dialogues"
                     )
                 seen.add(did)
-                row_split = split if split is not None else _cell(row, columns.split)
+                row_split = _cell(row, columns.split) if by_column else split
                 current = TableDialogue(id=did, split=row_split, file=path)
                 dialogues.append(current)
             elif utt in current.utterance_ids:
@@ -376,7 +378,7 @@ def read_conversation_table(
                 raise TableError(
                     f"{where}: rows out of order: utterance {utt} of dialogue {did} after {current.utterance_ids[-1]}"
                 )
-            if split is None and _cell(row, columns.split) != current.split:
+            if by_column and _cell(row, columns.split) != current.split:
                 raise TableError(
                     f"{where}: dialogue {did} is in split {current.split!r} and {row[columns.split]!r}"
                 )

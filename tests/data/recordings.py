@@ -53,3 +53,57 @@ def utterance(dialogue: str, index: int, audio: str = "", **cells) -> dict:
         "split": "train",
         **cells,
     }
+
+
+def conversations(folder: Path, *, labelled: bool = True) -> Path:
+    """Three dialogues (train, dev, test) with text and audio, two utterances without audio."""
+    (folder / "audio").mkdir(exist_ok=True)
+    write(folder / "audio" / "call1.wav", np.concatenate([tone(), noise(), tone(330)]))
+    write(folder / "audio" / "hello.flac", tone(180))
+    write(folder / "audio" / "noise.wav", noise(seed=3))
+    said = [
+        (
+            "call1",
+            0,
+            "Ann",
+            "Hello, how was your day?",
+            "audio/call1.wav",
+            0,
+            1,
+            "neutral",
+            "train",
+        ),
+        ("call1", 1, "Bob", "Terrible, I am so angry.", "audio/call1.wav", 1, 2, "anger", "train"),
+        ("call1", 2, "Ann", "Oh no, what happened?", "", "", "", "surprise", "train"),
+        ("call1", 3, "Bob", "They cancelled my trip!", "audio/call1.wav", 2, 3, "anger", "train"),
+        ("call2", 0, "Cy", "We won the match!", "audio/hello.flac", "", "", "joy", "dev"),
+        ("call2", 1, "Di", "Great news, well done.", "audio/noise.wav", "", "", "joy", "dev"),
+        ("call3", 0, "Eve", "Is anyone there?", "audio/noise.wav", "", "", "neutral", "test"),
+        (
+            "call3",
+            1,
+            "Fay",
+            "Yes, sorry, I was away.",
+            "audio/hello.flac",
+            "",
+            "",
+            "neutral",
+            "test",
+        ),
+    ]
+    keys = [
+        "dialogue_id",
+        "utterance_id",
+        "speaker",
+        "text",
+        "audio",
+        "start",
+        "end",
+        "label",
+        "split",
+    ]
+    rows = [dict(zip(keys, r)) for r in said]
+    rows[6]["has_audio"] = "0"  # recorded, but known to be unusable
+    if not labelled:
+        rows = [{k: v for k, v in r.items() if k not in ("label", "split")} for r in rows]
+    return write_manifest(folder / ("manifest.csv" if labelled else "new.csv"), rows)

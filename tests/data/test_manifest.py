@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from fusionkit.data import (
     read_conversation_table,
     save_npz,
 )
-from tests.data.recordings import noise, tone, utterance, write, write_manifest
+from tests.data.recordings import conversations, utterance, write_manifest
 
 HAS_AUDIO = all(importlib.util.find_spec(m) for m in ("opensmile", "soundfile"))
 HAS_TEXT = all(
@@ -117,64 +116,10 @@ def test_jsonl_manifest_with_renamed_columns_and_no_labels(tmp_path):
     assert d.speaker_names == ["Ann", "Bo"] and d.speakers == [0, 1, 0]
 
 
-def _conversations(folder: Path, *, labelled: bool = True) -> Path:
-    """Three dialogues (train, dev, test) with text and audio, two utterances without audio."""
-    (folder / "audio").mkdir(exist_ok=True)
-    write(folder / "audio" / "call1.wav", np.concatenate([tone(), noise(), tone(330)]))
-    write(folder / "audio" / "hello.flac", tone(180))
-    write(folder / "audio" / "noise.wav", noise(seed=3))
-    said = [
-        (
-            "call1",
-            0,
-            "Ann",
-            "Hello, how was your day?",
-            "audio/call1.wav",
-            0,
-            1,
-            "neutral",
-            "train",
-        ),
-        ("call1", 1, "Bob", "Terrible, I am so angry.", "audio/call1.wav", 1, 2, "anger", "train"),
-        ("call1", 2, "Ann", "Oh no, what happened?", "", "", "", "surprise", "train"),
-        ("call1", 3, "Bob", "They cancelled my trip!", "audio/call1.wav", 2, 3, "anger", "train"),
-        ("call2", 0, "Cy", "We won the match!", "audio/hello.flac", "", "", "joy", "dev"),
-        ("call2", 1, "Di", "Great news, well done.", "audio/noise.wav", "", "", "joy", "dev"),
-        ("call3", 0, "Eve", "Is anyone there?", "audio/noise.wav", "", "", "neutral", "test"),
-        (
-            "call3",
-            1,
-            "Fay",
-            "Yes, sorry, I was away.",
-            "audio/hello.flac",
-            "",
-            "",
-            "neutral",
-            "test",
-        ),
-    ]
-    keys = [
-        "dialogue_id",
-        "utterance_id",
-        "speaker",
-        "text",
-        "audio",
-        "start",
-        "end",
-        "label",
-        "split",
-    ]
-    rows = [dict(zip(keys, r)) for r in said]
-    rows[6]["has_audio"] = "0"  # recorded, but known to be unusable
-    if not labelled:
-        rows = [{k: v for k, v in r.items() if k not in ("label", "split")} for r in rows]
-    return write_manifest(folder / ("manifest.csv" if labelled else "new.csv"), rows)
-
-
 @needs_audio
 @needs_text
 def test_a_manifest_end_to_end(tmp_path):
-    path = _conversations(tmp_path)
+    path = conversations(tmp_path)
     order = ["neutral", "joy", "surprise", "anger"]
     ds = manifest_dataset(path, label_names=order, cache_dir=tmp_path / "cache", progress=False)
     assert ds.name == "manifest" and ds.modalities == ["audio", "text"]
@@ -209,7 +154,7 @@ def test_a_manifest_end_to_end(tmp_path):
             assert np.array_equal(back.dialogues[did].features[m], d.features[m])
 
     # New, unlabelled conversations, their features made the same way.
-    new = _conversations(tmp_path, labelled=False)
+    new = conversations(tmp_path, labelled=False)
     settings = extraction_settings(back.info["extraction"])
     assert settings["audio"] == AudioFeatures("eGeMAPSv02")
     fresh = manifest_dataset(
@@ -225,7 +170,7 @@ def test_a_manifest_end_to_end(tmp_path):
 
 @needs_audio
 def test_unusable_audio_made_absent_is_counted(tmp_path):
-    path = _conversations(tmp_path)
+    path = conversations(tmp_path)
     rows = path.read_text().replace("audio/noise.wav", "audio/lost.wav", 1)
     path.write_text(rows)
     with pytest.raises(

@@ -97,7 +97,7 @@ def test_predicting_the_test_split_gives_the_report_train_wrote(tmp_path, capsys
 def test_stream_session_equals_offline_causal_prediction(saved, tmp_path):
     """A causal checkpoint streamed utterance by utterance (raw features, speaker names,
     one utterance without audio) predicts what the offline predictor does."""
-    _, _, ds, raw = saved
+    raw = saved[3]
     config = override(RunConfig(), [*SMALL, "model.causal=true"])
     torch.manual_seed(0)
     data, stats = load_data(config.data)
