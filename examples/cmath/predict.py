@@ -27,7 +27,7 @@ import numpy as np
 
 from examples.cmath.config import DATASETS
 from examples.cmath.predictor import DialoguePrediction, Predictor
-from examples.cmath.train import USER_ERRORS, report_error
+from examples.cmath.train import USER_ERRORS, cli_parser, report_error
 from fusionkit import IGNORE_INDEX, classification_report
 
 
@@ -64,11 +64,7 @@ def score(results: list[DialoguePrediction]):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
-    )
+    parser = cli_parser(__doc__)
     parser.add_argument(
         "--checkpoint", required=True, help="a best.pt or last.pt written by train.py"
     )
@@ -80,7 +76,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--split", help="predict this split only (default: every dialogue)")
     parser.add_argument("--out", default="predictions", help="folder for predictions.csv/json")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser.parse_args(argv)
 
 

@@ -154,12 +154,20 @@ def robustness_report(path: str, args) -> Path:
     return out
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def cli_parser(description: str) -> argparse.ArgumentParser:
+    """The parser every command of the example starts from: its docstring as help, no
+    abbreviated flags, and ``--debug``."""
     parser = argparse.ArgumentParser(
-        description=__doc__,
+        description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = cli_parser(__doc__)
     parser.add_argument(
         "--config", help="TOML file, or a name in examples/cmath/configs (default: the dataset's)"
     )
@@ -189,7 +197,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--probe", action="store_true", help="also report a per-utterance linear probe"
     )
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser.parse_args(argv)
 
 
