@@ -59,6 +59,7 @@ def test_classification_report_matches_sklearn_and_drops_ignored():
     assert report.per_class_f1["b"] == pytest.approx(100 * f1_score(y, p, average=None)[1])
 
 
+@pytest.mark.slow
 def test_typecheck_switch_turns_checking_off():
     code = (
         "import torch, fusionkit as fk\n"

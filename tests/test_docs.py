@@ -87,7 +87,16 @@ def dry_run(words: list[str]) -> None:
         assert importlib.util.find_spec(target) is not None, f"module {target} does not exist"
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "python")], ids=lambda p: p.name)
+def _python_pages():
+    """Pages with python blocks; those that train a model are end-to-end runs (slow)."""
+    for page in PAGES:
+        code = blocks(page, "python")
+        if code:
+            slow = any("train.main(" in block for block in code)
+            yield pytest.param(page, id=page.name, marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("page", _python_pages())
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": f"docs_{page.stem}"}

@@ -98,6 +98,7 @@ def test_triton_half_precision_within_twice_pytorch_error(dtype):
     use_mask=st.booleans(),
     seed=st.integers(0, 1000),
 )
+@pytest.mark.slow
 def test_triton_random_shapes(tq, tk, dh, causal, use_mask, seed):
     _compare(
         "triton",

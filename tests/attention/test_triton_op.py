@@ -1,5 +1,6 @@
 """The Triton kernel as a torch.library custom op: opcheck and torch.compile(fullgraph=True)."""
 
+import pytest
 import torch
 
 from fusionkit.attention import attention, triton_available
@@ -16,6 +17,7 @@ def _qkv(tq=9, tk=13, d=16):
     return q, k, v, mask
 
 
+@pytest.mark.slow
 def test_opcheck_forward_op():
     from fusionkit.attention.triton_op import flash_attention_fwd
 
@@ -28,6 +30,7 @@ def test_opcheck_forward_op():
         torch.library.opcheck(flash_attention_fwd, args)
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph_traces_the_kernel():
     """A module that calls the triton backend compiles with no graph break and matches eager."""
     import fusionkit as fk

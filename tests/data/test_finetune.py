@@ -23,6 +23,7 @@ from fusionkit.data import text as text_module
 from fusionkit.data.store import read_meta
 from tests.data.recordings import utterance, write_manifest
 
+pytestmark = pytest.mark.slow  # fine-tunes a real encoder
 MELD = Path(__file__).resolve().parents[3] / "shared" / "data" / "meld"
 TINY = FineTune(epochs=2, lr=1e-4, head_lr=1e-2, batch_size=8, max_length=16, patience=2)
 PHRASES = {

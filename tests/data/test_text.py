@@ -24,6 +24,7 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.mark.slow
 def test_meld_slice_features_and_cache(cache, monkeypatch):
     ds = meld_text_dataset(MELD, limit_dialogues=8, cache_dir=cache, progress=False)
     assert ds.modalities == ["text"] and ds.feature_dims == {"text": 384}

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from examples.cmath import train
@@ -83,6 +84,7 @@ def test_missing_and_foreign_and_truncated_checkpoints(capsys, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_status_2_from_the_shell_and_debug_shows_the_traceback():
     cmd = [sys.executable, str(ROOT / "examples/cmath/train.py"), "--set", "model.heads=x"]
     plain = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -106,6 +108,7 @@ def test_defaults_live_in_the_dataclasses():
     assert changed.train.lr == 1.0 and isinstance(changed.train.lr, float)
 
 
+@pytest.mark.slow
 def test_runs_as_a_script_from_anywhere_and_as_a_module(tmp_path):
     script = [sys.executable, str(ROOT / "examples/cmath/train.py"), "--help"]
     module = [sys.executable, "-m", "examples.cmath.train", "--help"]
