@@ -6,7 +6,7 @@ dropout, scored with each modality absent or noisy at test time.
 
 Data: the synthetic conversations with uneven modality quality (each dialogue draws a
 noise level per modality, ``noise_spread``), smaller widths than IEMOCAP's so that the
-27 trainings fit a CPU. Variants, each trained with and without ``model.modality_dropout``:
+27 trainings (12 epochs each) fit a CPU. Variants, each trained with and without ``model.modality_dropout``:
 CMATH (asymmetric, product of experts), its symmetric variant, and plain concatenation
 fusion; and CMATH trained without each modality at all (the reference a dropout-trained
 model should match when that modality is absent at test). Writes ``robustness.md``
@@ -30,6 +30,7 @@ from examples.cmath.data import prepare, read_dataset
 DATA = [
     "data.synthetic.dims={text = 256, audio = 256, visual = 128}",
     "data.synthetic.noise_spread=3.0",
+    "train.epochs=12",
 ]
 VARIANTS = {
     "CMATH": [],
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="tiny data, 2 epochs, 3 variants, 1 seed"
     )
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="these variants only")
     args = parser.parse_args(argv)
     out = Path(args.out)
     extra = []
@@ -143,8 +145,14 @@ def main(argv: list[str] | None = None) -> None:
             "--set",
             "data.synthetic.max_len=16",
         ]
+    chosen = runs(args.quick)
+    unknown = sorted(set(args.only or []) - set(chosen))
+    if unknown:
+        parser.error(f"--only: unknown variants {unknown}; known: {sorted(chosen)}")
     results = {}
-    for name, sets in runs(args.quick).items():
+    for name, sets in chosen.items():
+        if args.only and name not in args.only:
+            continue
         results[name] = aggregate([train_and_score(name, sets, s, out, extra) for s in args.seeds])
         print(f"{name}: done")
     out.mkdir(parents=True, exist_ok=True)
