@@ -57,10 +57,19 @@ def runs(quick: bool) -> dict[str, list[str]]:
     return out
 
 
+def _folder(out: Path, name: str) -> Path:
+    return out / name.replace(" ", "_").replace("+", "plus")
+
+
+def trained(out: Path, name: str) -> list[int]:
+    """The seeds of ``name`` with a best checkpoint in ``out``."""
+    return sorted(int(p.parent.name[4:]) for p in _folder(out, name).glob("seed*/best.pt"))
+
+
 def train_and_score(
     name: str, sets: list[str], seed: int, out: Path, extra: list[str]
 ) -> list[dict]:
-    folder = out / name.replace(" ", "_").replace("+", "plus") / f"seed{seed}"
+    folder = _folder(out, name) / f"seed{seed}"
     args = [a for s in [*DATA, *sets] for a in ("--set", s)]
     if not (folder / "best.pt").exists():
         assert (
@@ -132,6 +141,11 @@ def main(argv: list[str] | None = None) -> None:
         "--quick", action="store_true", help="tiny data, 2 epochs, 3 variants, 1 seed"
     )
     parser.add_argument("--only", nargs="+", metavar="NAME", help="these variants only")
+    parser.add_argument(
+        "--aggregate",
+        action="store_true",
+        help="train nothing: score every variant on the seeds already trained in --out",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     extra = []
@@ -149,11 +163,15 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(args.only or []) - set(chosen))
     if unknown:
         parser.error(f"--only: unknown variants {unknown}; known: {sorted(chosen)}")
-    results = {}
+    results, seeds_of = {}, {}
     for name, sets in chosen.items():
         if args.only and name not in args.only:
             continue
-        results[name] = aggregate([train_and_score(name, sets, s, out, extra) for s in args.seeds])
+        seeds = trained(out, name) if args.aggregate else args.seeds
+        if not seeds:
+            continue
+        results[name] = aggregate([train_and_score(name, sets, s, out, extra) for s in seeds])
+        seeds_of[name] = seeds
         print(f"{name}: done")
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(results, indent=2))
@@ -161,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         f"### {name}\n\n{robustness.table(rows)}" for name, rows in results.items()
     )
     head = summary(results)
-    (out / "robustness.md").write_text(f"# Robustness (seeds {args.seeds})\n\n{head}\n\n{tables}\n")
+    seeds = "; ".join(f"{k}: {v}" for k, v in seeds_of.items())
+    (out / "robustness.md").write_text(f"# Robustness\n\nSeeds: {seeds}.\n\n{head}\n\n{tables}\n")
     robustness.plot(
         {k: v for k, v in results.items() if not k.startswith("CMATH without")},
         out / "robustness.png",
