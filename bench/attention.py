@@ -1,128 +1,144 @@
-"""Time and peak memory of the attention backends, side by side in one run.
+"""Time and peak memory of the attention backends against the bare PyTorch call, side by side.
 
     python bench/attention.py                 # the full grid (slow on a CPU: see --max-len)
     python bench/attention.py --max-len 1024  # skip rows with tq or tk above 1024
+    python bench/attention.py --quick         # a smoke test of seconds
 
-Rows: b=1, h=8 for tq, tk in {64, 256, 1024, 4096} and dh in {64, 128}, then the
-CMATH-shaped case (b=16, h=8, t=110, dh=32). Columns: forward and forward+backward median
-time in ms, each backend's ratio to sdpa, and peak memory in MiB. On the CPU it times sdpa
-and math; on a CUDA device, sdpa, math and triton. Peak memory is
-``torch.cuda.max_memory_allocated`` on CUDA and, on the CPU, the peak of live tensor bytes
-recorded by the PyTorch profiler during one call.
+Rows: b=1, h=8 for tq, tk in {64, 256, 1024, 4096} and dh in {64, 128}, then the CMATH
+shape (b=16, h=8, t=110, dh=32). For each shape, first the bare
+``torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None,
+None, :])`` (no handling of rows without an allowed key), then fusionkit's ``attention``
+with each backend: ``sdpa`` (the wrapper: boolean key mask, rows with no allowed key give
+zeros, shape checks), ``math``, and on CUDA ``triton``. The key mask pads ~10% of the keys.
+Ratios first, each to the bare call measured in the same alternating rounds; then median
+times (forward, and forward + backward through ``torch.autograd.grad``) and the peak
+memory of a forward + backward (``bench/common.py`` says how it is measured per device).
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import itertools
-import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
+from bench import common
 from fusionkit.attention import attention, triton_available
 
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _step(backend, q, k, v, mask, backward):
-    out = attention(q, k, v, key_mask=mask, backend=backend)
-    if backward:
-        out.backward(torch.ones_like(out))
+HEADERS = [
+    "b", "h", "tq", "tk", "dh", "backend",
+    "fwd x bare", "fwd+bwd x bare", "fwd ms", "fwd+bwd ms", "peak MiB",
+]  # fmt: skip
 
 
-def _time_ms(fn, device, repeats):
-    fn()  # warm-up (and compile, for triton)
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+def bare(q, k, v, mask):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
 
 
-def _peak_mib(fn, device):
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    with torch.profiler.profile(
-        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
-    ) as prof:
-        fn()
-    # Net bytes each op allocates itself (frees outside ops appear as "[memory]" events),
-    # in time order: the running sum's maximum is the peak at op granularity.
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
-    return peak / 2**20
+def fusionkit(backend):
+    return lambda q, k, v, mask: attention(q, k, v, key_mask=mask, backend=backend)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def calls(fn, leaves, mask, grad):
+    """(forward, forward + backward) closures of ``fn`` on fixed inputs."""
+
+    def forward():
+        with torch.no_grad():
+            fn(*leaves, mask)
+
+    def both():
+        torch.autograd.grad(fn(*leaves, mask), leaves, grad)
+
+    return forward, both
+
+
+def repeats_for(fn, device, budget: float, lo: int, hi: int) -> int:
+    """Enough repeats to spend about ``budget`` seconds on ``fn``, within [lo, hi]."""
+    fn()
+    common.sync(device)
+    start = time.perf_counter()
+    fn()
+    common.sync(device)
+    return max(lo, min(hi, int(budget / max(time.perf_counter() - start, 1e-6))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.parser(__doc__)
+    p.add_argument(
+        "--dtype", help="float32, float16 or bfloat16 (default: fp16 on CUDA, fp32 on CPU)"
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument(
-        "--dtype",
-        default=None,
-        help="float32, float16 or bfloat16 (default: fp16 on CUDA, fp32 on CPU)",
+    p.add_argument("--max-len", type=int, default=4096)
+    p.add_argument(
+        "--budget", type=float, default=1.0, help="seconds of timing per variant and row"
     )
-    parser.add_argument("--max-len", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    device = args.device
+    args = p.parse_args(argv)
+    device = common.torch_device(args.device, args.threads)
     dtype = (
         getattr(torch, args.dtype)
         if args.dtype
-        else (torch.float16 if device == "cuda" else torch.float32)
+        else (torch.float16 if device.type == "cuda" else torch.float32)
     )
-    backends = ["sdpa", "math"] + (["triton"] if device == "cuda" and triton_available() else [])
-    lengths = [n for n in (64, 256, 1024, 4096) if n <= args.max_len]
-    rows = [
-        (1, 8, tq, tk, dh) for dh in (64, 128) for tq, tk in itertools.product(lengths, lengths)
-    ]
-    rows.append((16, 8, 110, 110, 32))
-    print(
-        f"device={device} dtype={dtype} torch={torch.__version__} threads={torch.get_num_threads()}"
-    )
-    print(
-        f"backends: {', '.join(backends)}; key mask with ~10% padding; times are medians of {args.repeats}"
-    )
-    header = f"{'b':>3} {'h':>2} {'tq':>5} {'tk':>5} {'dh':>4} | {'backend':>7} | {'fwd ms':>9} {'x sdpa':>7} | {'fwd+bwd ms':>10} {'x sdpa':>7} | {'peak MiB':>9}"
-    print(header)
-    print("-" * len(header))
-    for b, h, tq, tk, dh in rows:
+    backends = ["sdpa", "math"]
+    if device.type == "cuda" and triton_available():
+        backends.append("triton")
+    if args.quick:
+        shapes = [(2, 2, 16, 16, 16), (2, 2, 16, 48, 16), (16, 8, 110, 110, 32)]
+        budget, lo, hi = 0.05, 2, 5
+    else:
+        lengths = [n for n in (64, 256, 1024, 4096) if n <= args.max_len]
+        shapes = [
+            (1, 8, tq, tk, dh) for dh in (64, 128) for tq, tk in itertools.product(lengths, lengths)
+        ]
+        shapes.append((16, 8, 110, 110, 32))
+        budget, lo, hi = args.budget, 5, 200
+    rows = []
+    for b, h, tq, tk, dh in shapes:
         g = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(b, h, n, dh, generator=g).to(device, dtype) for n in (tq, tk, tk))
         mask = (torch.rand(b, tk, generator=g) > 0.1).to(device)
         mask[:, 0] = True
-        base = {}
-        for backend in backends:
-            leaves = [x.clone().requires_grad_() for x in (q, k, v)]
-            fwd = functools.partial(_step, backend, *leaves, mask, False)
-            both = functools.partial(_step, backend, *leaves, mask, True)
-            with torch.no_grad():
-                t_fwd = _time_ms(fwd, device, args.repeats)
-            t_both = _time_ms(both, device, args.repeats)
-            peak = _peak_mib(both, device)
-            base.setdefault("fwd", t_fwd)
-            base.setdefault("both", t_both)
-            print(
-                f"{b:>3} {h:>2} {tq:>5} {tk:>5} {dh:>4} | {backend:>7} | {t_fwd:>9.2f} {t_fwd / base['fwd']:>7.2f} | "
-                f"{t_both:>10.2f} {t_both / base['both']:>7.2f} | {peak:>9.1f}",
-                flush=True,
-            )
+        grad = torch.randn(b, h, tq, dh, generator=g).to(device, dtype)
+        leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+        variants = {"bare sdpa": bare, **{f"fusionkit {n}": fusionkit(n) for n in backends}}
+        fns = {name: calls(fn, leaves, mask, grad) for name, fn in variants.items()}
+        reps = repeats_for(fns["bare sdpa"][1], device, budget, lo, hi)
+        fwd = common.time_alternating(
+            {n: f for n, (f, _) in fns.items()}, repeats=reps, device=device, clock=args.clock
+        )
+        both = common.time_alternating(
+            {n: f for n, (_, f) in fns.items()}, repeats=reps, device=device, clock=args.clock
+        )
+        t_fwd = {n: common.median(ts) for n, ts in fwd.items()}
+        t_both = {n: common.median(ts) for n, ts in both.items()}
+        for name, (_, fb) in fns.items():
+            rows.append(
+                [
+                    b, h, tq, tk, dh, name,
+                    f"{t_fwd[name] / t_fwd['bare sdpa']:.3f}",
+                    f"{t_both[name] / t_both['bare sdpa']:.3f}",
+                    f"{1e3 * t_fwd[name]:.3f}",
+                    f"{1e3 * t_both[name]:.3f}",
+                    common.mib(common.peak_bytes(fb, device)),
+                ]
+            )  # fmt: skip
+    info = common.machine(device)
+    print(f"attention, {str(dtype).removeprefix('torch.')}; {common.describe(info, args.clock)}")
+    print()
+    print(common.markdown(HEADERS, rows))
+    common.write_json(
+        args.json,
+        {"script": "attention", "argv": sys.argv[1:] if argv is None else argv, "machine": info,
+         "headers": HEADERS, "rows": rows},
+    )  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -37,7 +37,9 @@ def utterance(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {m: rng.standard_normal(w).astype(np.float32) for m, w in WIDTHS.items()}
 
 
-def measure(position: int, repeats: int, predictor: Predictor, rng: np.random.Generator) -> tuple[float, float]:
+def measure(
+    position: int, repeats: int, predictor: Predictor, rng: np.random.Generator
+) -> tuple[float, float]:
     """Median seconds of one cached push and of one full-prefix forward at ``position``."""
     session = predictor.stream()
     history = [utterance(rng) for _ in range(position + repeats)]
@@ -64,7 +66,9 @@ def measure(position: int, repeats: int, predictor: Predictor, rng: np.random.Ge
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--positions", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
@@ -76,11 +80,18 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = RunConfig()
-    config = replace(config, model=replace(config.model, causal=True, max_positions=max(args.positions) + args.repeats + 1))
+    config = replace(
+        config,
+        model=replace(
+            config.model, causal=True, max_positions=max(args.positions) + args.repeats + 1
+        ),
+    )
     spec = DataSpec(input_dims=WIDTHS, label_names=[str(i) for i in range(6)], num_speakers=2)
     predictor = Predictor(CMATH(config.model, spec), config, None, {})
     rng = np.random.default_rng(0)
-    print(f"threads {torch.get_num_threads()}, hidden {config.model.hidden_dim}, median of {args.repeats} pushes")
+    print(
+        f"threads {torch.get_num_threads()}, hidden {config.model.hidden_dim}, median of {args.repeats} pushes"
+    )
     print("| position | full prefix / cached | cached push (ms) | full prefix (ms) |")
     print("|---|---|---|---|")
     for p in args.positions:

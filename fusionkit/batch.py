@@ -165,8 +165,12 @@ class DialogueBatch:
             speakers[i, :n] = torch.as_tensor(np.asarray(d.speakers), dtype=torch.long)
             labels[i, :n] = torch.as_tensor(np.asarray(d.labels), dtype=torch.long)
             for m in names:
-                present = torch.from_numpy(d.present(m))
                 x = torch.as_tensor(np.asarray(d.features[m]), dtype=dtype)
+                if m not in d.presence:  # present at every utterance: copied as it is
+                    features[m][i, :n] = x
+                    presence[m][i, :n] = True
+                    continue
+                present = torch.from_numpy(d.present(m))
                 features[m][i, :n] = torch.where(present[:, None], x, 0.0)
                 presence[m][i, :n] = present
         lacking = {m for d in dialogues for m, p in d.presence.items() if not np.all(p)}

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor
+
+_CPU_SDPA_ZEROES_EMPTY_ROWS = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
+"""Whether PyTorch's CPU SDPA itself gives a row with no allowed key a zero output and zero
+gradients, in both its kernels (the fused one and the math one that dropout selects): true
+from torch 2.5 on (its "safe softmax"), and checked by tests/attention on every run."""
 
 
 def allowed_keys(
@@ -19,7 +23,7 @@ def allowed_keys(
     """Boolean (b or 1, 1, tq or 1, tk) mask of the keys each query may attend to, or None."""
     allowed = None
     if key_mask is not None:
-        allowed = rearrange(key_mask, "b k -> b 1 1 k")
+        allowed = key_mask[:, None, None, :]  # a view: (b, 1, 1, tk)
     if causal:
         tri = torch.ones(tq, tk, dtype=torch.bool, device=device).tril()
         allowed = tri if allowed is None else allowed & tri
@@ -62,17 +66,24 @@ def sdpa_attention(
     scale: float,
     dropout_p: float,
 ) -> Tensor:
-    """PyTorch's fused attention, with fully-masked rows made finite and then zeroed.
+    """PyTorch's fused attention, with rows that have no allowed key giving zeros.
 
-    A row with no allowed key would be undefined (NaN on some devices and in the backward),
-    so such rows attend to every key instead and their output is replaced by zeros: forward
-    and gradients stay finite, and the zeroed rows send no gradient back.
+    Such a row is undefined for softmax (NaN on some devices and in the backward). On the
+    CPU, torch >= 2.5 already returns zeros and zero gradients for it, so the boolean mask
+    goes to SDPA as it is (a view of ``key_mask``: no copy, no extra pass over the output).
+    Elsewhere such rows attend to every key instead and their output is replaced by zeros:
+    forward and gradients stay finite, and the zeroed rows send no gradient back. Neither
+    path reads a tensor's values on the host, so neither synchronises a GPU.
     """
     if key_mask is None:
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale
         )
     allowed = allowed_keys(key_mask, causal, q.shape[-2], k.shape[-2], q.device)
+    if q.device.type == "cpu" and _CPU_SDPA_ZEROES_EMPTY_ROWS:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale
+        )
     has_key = allowed.any(dim=-1, keepdim=True)
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=allowed | ~has_key, dropout_p=dropout_p, scale=scale

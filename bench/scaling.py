@@ -1,0 +1,235 @@
+"""How a CMATH forward + backward grows with dialogue length and with batch size, per backend.
+
+    python bench/scaling.py                       # t = 32..4096 (b = 1), b = 1..64 (t = 110)
+    python bench/scaling.py --max-quadratic 2048  # let the (t, t) paths go further (memory!)
+    python bench/scaling.py --no-rss              # skip the fresh process per point
+    python bench/scaling.py --quick               # a smoke test of seconds
+
+The model is the IEMOCAP configuration at hidden 256 (``--hidden``) in training mode; the
+step is forward, objective and backward. Variants ("backend"):
+- ``sdpa``: every dropout off, so that SDPA runs its fused kernel on every device;
+- ``sdpa, dropout 0.5``: the configuration's dropout. On the CPU, dropout inside SDPA
+  makes PyTorch choose its math kernel, which keeps the (t, t) probabilities for backward;
+- ``math``: fusionkit's plain backend (fp32 scores and softmax, kept for backward);
+- ``triton``: fusionkit's fused kernel (CUDA only).
+Paths that keep (t, t) matrices stop at ``--max-quadratic`` utterances (at 4,096 they would
+need tens of GiB); they are listed as skipped.
+
+Memory: the parameters' gradients are allocated before the step (as after any first step),
+so the peak counts what the step itself holds: activations kept for backward and
+temporaries. Two measures: "peak MiB" from the profiler's allocation events (every
+allocation and free of PyTorch's CPU allocator, ``bench/common.py``), and, with ``--rss``
+(the default except under ``--quick``), "RSS MiB": the growth of the process's peak
+resident memory (``getrusage``) over the step, each point in a fresh process (after one
+step on an 8-utterance dialogue, which pays the first-call costs), which also sees memory
+taken outside PyTorch's allocator. On CUDA "peak MiB" is
+``torch.cuda.max_memory_allocated`` and RSS is not reported.
+
+Ratios first: each point's time and peak against the smallest point of its sweep, then the
+growth exponent: the least-squares slope of log(value) against log(size) over the upper
+half of the sizes (where the fixed costs no longer dominate). Linear growth is 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import json
+import os
+import subprocess
+import time
+
+import torch
+
+from bench import common
+from fusionkit.attention import triton_available
+
+QUADRATIC = {"sdpa, dropout 0.5", "math"}  # on the CPU; on CUDA dropout stays fused
+HEADERS = ["sweep", "backend", "size", "time x first", "peak x first", "ms", "peak MiB", "RSS MiB"]
+
+
+def variants(device: torch.device) -> list[str]:
+    names = ["sdpa", "sdpa, dropout 0.5", "math"]
+    if device.type == "cuda" and triton_available():
+        names.append("triton")
+    return names
+
+
+def _model(name: str, hidden: int, longest: int, quick: bool, device):
+    dims = common.QUICK_DIMS if quick else common.IEMOCAP_DIMS
+    backend = name.split(",")[0]
+    dropout = 0.5 if "dropout" in name else 0.0
+    config = common.cmath_config(hidden, quick=quick, dropout=dropout, backend=backend)
+    model = common.build_cmath(config, common.spec_for(dims, longest)).to(device).train()
+    for p in model.parameters():  # as after a first step: the peak is the step's own
+        p.grad = torch.zeros_like(p)
+    return model, dims
+
+
+def measure_point(opts: dict) -> dict:
+    """Time and peak memory of each variant at one (b, t), alternated in this process."""
+    device = common.torch_device(opts["device"], opts["threads"])
+    b, t = opts["b"], opts["t"]
+    steps = {}
+    for name in opts["variants"]:
+        model, dims = _model(name, opts["hidden"], max(t, 512), opts["quick"], device)
+        batch = common.random_batch(b, t, dims).to(device)
+        normalizer = model.loss_counts(batch)
+
+        def step(model=model, batch=batch, normalizer=normalizer):
+            model(batch, normalizer=normalizer).loss.total.backward()
+
+        steps[name] = step
+    out = {name: {} for name in steps}
+    if opts.get("rss"):  # one variant per process: its first step raises the high-water mark
+        (name,) = steps
+        small = common.random_batch(1, min(t, 8), dims).to(device)  # first-call costs, paid small
+        model(small, normalizer=model.loss_counts(small)).loss.total.backward()
+        before = common.max_rss_bytes()
+        steps[name]()
+        out[name]["rss"] = common.max_rss_bytes() - before
+    first = next(iter(steps.values()))
+    first()
+    common.sync(device)
+    start = time.perf_counter()
+    first()
+    common.sync(device)
+    single = time.perf_counter() - start
+    repeats = max(opts["min_repeats"], min(10, int(opts["budget"] / max(single, 1e-6))))
+    times = common.time_alternating(
+        steps, repeats=repeats, device=device, warmup=1, clock=opts["clock"]
+    )
+    for name, fn in steps.items():
+        out[name]["seconds"] = common.median(times[name])
+        out[name]["peak"] = common.peak_bytes(fn, device)
+    return out
+
+
+def _spawn(opts: dict) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(opts["threads"]))
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(opts)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker failed ({opts}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def sweep(args, device, name: str, points: list[tuple[int, int]]) -> dict:
+    """{variant: {(b, t): figures}} over ``points``."""
+    names = variants(device)
+    results: dict = {n: {} for n in names}
+    for b, t in points:
+        todo = [
+            n
+            for n in names
+            if not (device.type == "cpu" and n in QUADRATIC and t > args.max_quadratic)
+        ]
+        base = dict(
+            b=b, t=t, hidden=args.hidden, quick=args.quick, device=args.device,
+            threads=args.threads, budget=args.budget, clock=args.clock, min_repeats=1 if args.quick else 2,
+        )  # fmt: skip
+        if args.rss and device.type == "cpu":
+            for n in todo:
+                results[n][(b, t)] = _spawn(dict(base, variants=[n], rss=True))[n]
+        else:
+            for n, figures in measure_point(dict(base, variants=todo)).items():
+                results[n][(b, t)] = figures
+        print(f"  {name} b={b} t={t}: done", file=sys.stderr, flush=True)
+    return results
+
+
+def table_rows(sweep_name: str, key: int, results: dict, points, skipped_note: str) -> list:
+    rows = []
+    for n, figures in results.items():
+        done = [p for p in points if p in figures]
+        if not done:
+            continue
+        t0, m0 = figures[done[0]]["seconds"], max(figures[done[0]]["peak"], 1)
+        for p in points:
+            size = p[key]
+            if p not in figures:
+                rows.append([sweep_name, n, size, "skipped", skipped_note, "", "", ""])
+                continue
+            f = figures[p]
+            rss = common.mib(f["rss"]) if "rss" in f else ""
+            rows.append(
+                [
+                    sweep_name, n, size, f"{f['seconds'] / t0:.2f}", f"{f['peak'] / m0:.2f}",
+                    f"{1e3 * f['seconds']:.1f}", common.mib(f["peak"]), rss,
+                ]
+            )  # fmt: skip
+        upper = done[len(done) // 2 :] if len(done) > 2 else done
+        if len(upper) >= 2:
+            sizes = [p[key] for p in upper]
+            time_exp = common.loglog_slope(sizes, [figures[p]["seconds"] for p in upper])
+            mem_exp = common.loglog_slope(sizes, [max(figures[p]["peak"], 1) for p in upper])
+            rss_exp = ""
+            if all("rss" in figures[p] for p in upper):
+                rss_exp = (
+                    f"{common.loglog_slope(sizes, [max(figures[p]['rss'], 1) for p in upper]):.2f}"
+                )
+            label = f"exponent, {sizes[0]}..{sizes[-1]}"
+            rows.append(
+                [sweep_name, n, label, f"{time_exp:.2f}", f"{mem_exp:.2f}", "", "", rss_exp]
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.parser(__doc__)
+    p.add_argument("--hidden", type=int, help="model width (default 256; --quick 16)")
+    p.add_argument(
+        "--max-quadratic", type=int, default=1024, help="longest t for (t, t) paths on the CPU"
+    )
+    p.add_argument("--budget", type=float, default=5.0, help="seconds of timing per point")
+    p.add_argument("--rss", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--lengths", type=int, nargs="*", help="dialogue lengths (default 32..4096)")
+    p.add_argument("--batch-sizes", type=int, nargs="*", help="batch sizes (default 1..64)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure_point(json.loads(args.worker))))
+        return 0
+    device = common.torch_device(args.device, args.threads)
+    args.hidden = args.hidden or (16 if args.quick else 256)
+    args.rss = (not args.quick) if args.rss is None else args.rss
+    if args.quick:
+        args.budget = min(args.budget, 0.2)
+        lengths, sizes, fixed_t = [8, 16], [1, 2], 12
+    else:
+        lengths, sizes, fixed_t = [32 * 2**i for i in range(8)], [1, 2, 4, 8, 16, 32, 64], 110
+    lengths = lengths if args.lengths is None else args.lengths
+    sizes = sizes if args.batch_sizes is None else args.batch_sizes
+    length_points = [(1, t) for t in lengths]
+    batch_points = [(b, fixed_t) for b in sizes]
+    by_length = sweep(args, device, "length", length_points)
+    by_batch = sweep(args, device, "batch", batch_points)
+    note = f"(t, t) path above {args.max_quadratic}"
+    rows = table_rows("dialogue length t (b=1)", 1, by_length, length_points, note)
+    rows += table_rows(f"batch b (t={fixed_t})", 0, by_batch, batch_points, note)
+    info = common.machine(device)
+    print(
+        f"CMATH forward + backward, hidden {args.hidden}, "
+        f"{'quick widths' if args.quick else 'IEMOCAP widths 1024/1582/342'}; {common.describe(info, args.clock)}"
+    )
+    print()
+    print(common.markdown(HEADERS, rows))
+    common.write_json(
+        args.json,
+        {"script": "scaling", "argv": sys.argv[1:] if argv is None else argv, "machine": info,
+         "headers": HEADERS, "rows": rows},
+    )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
