@@ -48,6 +48,7 @@ def test_emotions_persist_per_speaker(synthetic):
     assert same / total > 0.7  # chance agreement would be about 0.2
 
 
+@pytest.mark.slow  # fits logistic regressions on thousands of utterances
 def test_fusion_beats_the_best_single_modality():
     """A linear probe per utterance: every modality carries something the others lack."""
     from sklearn.linear_model import LogisticRegression

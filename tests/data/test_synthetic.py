@@ -76,6 +76,7 @@ def test_missing_rate_drops_utterances_at_the_requested_rate():
     assert ds.info["missing_rate"] == rates and "missing_rate" in ds.source
 
 
+@pytest.mark.slow  # fits logistic regressions on thousands of utterances
 def test_noise_spread_varies_which_modality_a_probe_reads_well():
     """Per dialogue, a modality drawn less noisy is read better by the same per-utterance
     linear probe, and which modality is the least noisy changes from dialogue to dialogue."""
