@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -303,3 +304,18 @@ def class_weights_of(dialogues: Sequence[Dialogue], classes: int = 6) -> torch.T
 def build_cmath(config: CMATHConfig, spec: DataSpec, weights=None, *, seed: int = 0) -> CMATH:
     torch.manual_seed(seed)
     return CMATH(config, spec, weights)
+
+
+def spawn_worker(script: str, opts: dict, **env: str) -> dict:
+    """Run ``script --worker OPTS`` in a fresh process (with ``env`` added and
+    ``OMP_NUM_THREADS`` from ``opts["threads"]``); return the JSON its last line prints."""
+    environ = dict(os.environ, **env, OMP_NUM_THREADS=str(opts["threads"]))
+    proc = subprocess.run(
+        [sys.executable, str(Path(script).resolve()), "--worker", json.dumps(opts)],
+        env=environ,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker failed ({opts}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -40,8 +40,6 @@ if not __package__:  # run as a script: make the repository importable
 
 import argparse
 import json
-import os
-import subprocess
 import time
 
 import torch
@@ -111,16 +109,7 @@ def measure_point(opts: dict) -> dict:
 
 
 def _spawn(opts: dict) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(opts["threads"]))
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(opts)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker failed ({opts}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return common.spawn_worker(__file__, opts)
 
 
 def sweep(args, device, name: str, points: list[tuple[int, int]]) -> dict:

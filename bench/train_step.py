@@ -36,9 +36,7 @@ if not __package__:  # run as a script: make the repository importable
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import time
 
 from bench import common
@@ -170,17 +168,7 @@ def worker(opts: dict) -> dict:
 
 
 def _spawn(opts: dict, checking: bool) -> dict:
-    env = dict(os.environ, FUSIONKIT_TYPECHECK="1" if checking else "0")
-    env["OMP_NUM_THREADS"] = str(opts["threads"])
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(opts)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker failed ({opts}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return common.spawn_worker(__file__, opts, FUSIONKIT_TYPECHECK="1" if checking else "0")
 
 
 # -- the parent: processes, rounds, the table -------------------------------------------------
