@@ -129,14 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )  # fmt: skip
     info = common.machine(device)
-    print(f"attention, {str(dtype).removeprefix('torch.')}; {common.describe(info, args.clock)}")
-    print()
-    print(common.markdown(HEADERS, rows))
-    common.write_json(
-        args.json,
-        {"script": "attention", "argv": sys.argv[1:] if argv is None else argv, "machine": info,
-         "headers": HEADERS, "rows": rows},
-    )  # fmt: skip
+    title = f"attention, {str(dtype).removeprefix('torch.')}; {common.describe(info, args.clock)}"
+    common.emit("attention", title, info, HEADERS, rows, json_path=args.json, argv=argv)
     return 0
 
 

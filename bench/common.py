@@ -246,6 +246,20 @@ def write_json(path: str | None, payload: Mapping) -> None:
         Path(path).write_text(json.dumps(payload, indent=2, default=str))
 
 
+def emit(
+    script: str, title: str, info: Mapping, headers: Sequence[str], rows: list, *, json_path, argv
+) -> None:
+    """Print ``title`` and the table; with ``json_path``, write them and the machine as JSON."""
+    print(title)
+    print()
+    print(markdown(headers, rows))
+    write_json(
+        json_path,
+        {"script": script, "argv": sys.argv[1:] if argv is None else argv, "machine": info,
+         "headers": headers, "rows": rows},
+    )  # fmt: skip
+
+
 def mib(n: float) -> str:
     return f"{n / 2**20:.1f}"
 

@@ -206,17 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = table_rows("dialogue length t (b=1)", 1, by_length, length_points, note)
     rows += table_rows(f"batch b (t={fixed_t})", 0, by_batch, batch_points, note)
     info = common.machine(device)
-    print(
+    title = (
         f"CMATH forward + backward, hidden {args.hidden}, "
         f"{'quick widths' if args.quick else 'IEMOCAP widths 1024/1582/342'}; {common.describe(info, args.clock)}"
     )
-    print()
-    print(common.markdown(HEADERS, rows))
-    common.write_json(
-        args.json,
-        {"script": "scaling", "argv": sys.argv[1:] if argv is None else argv, "machine": info,
-         "headers": HEADERS, "rows": rows},
-    )  # fmt: skip
+    common.emit("scaling", title, info, HEADERS, rows, json_path=args.json, argv=argv)
     return 0
 
 
