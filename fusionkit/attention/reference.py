@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fusionkit.dropout import dropout
+
 _CPU_SDPA_ZEROES_EMPTY_ROWS = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
 """Whether PyTorch's CPU SDPA itself gives a row with no allowed key a zero output and zero
 gradients, in both its kernels (the fused one and the math one that dropout selects): true
@@ -39,21 +41,20 @@ def math_attention(
     scale: float,
     dropout_p: float,
 ) -> Tensor:
-    """Plain attention: scores and a masked softmax in fp32 (at least), then back to q's dtype."""
+    """Plain attention in fp32 (at least): scores, masked softmax, dropout, weighted values.
+
+    Masked scores get the most negative finite value, not -inf, so that a row with no
+    allowed key has finite weights; its output is replaced by zeros, which also stops its
+    gradient. Dropout is :func:`fusionkit.dropout.dropout` (its cheap mask on the CPU).
+    """
     compute = torch.promote_types(q.dtype, torch.float32)
-    scores = torch.einsum("bhqd,bhkd->bhqk", q.to(compute), k.to(compute)) * scale
+    scores = (q.to(compute) * scale) @ k.to(compute).transpose(-1, -2)
     allowed = allowed_keys(key_mask, causal, q.shape[-2], k.shape[-2], q.device)
     if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    row_max = scores.amax(dim=-1, keepdim=True)
-    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max)).detach()
-    weights = torch.exp(scores - row_max)
-    total = weights.sum(dim=-1, keepdim=True)
-    # Rows with no allowed key have total 0 and weights 0: dividing by 1 there gives zeros.
-    probs = weights / torch.where(total > 0, total, torch.ones_like(total))
-    if dropout_p > 0:
-        probs = F.dropout(probs, p=dropout_p)
-    out = torch.einsum("bhqk,bhkd->bhqd", probs, v.to(compute))
+        scores = scores.masked_fill(~allowed, torch.finfo(compute).min)
+    out = dropout(scores.softmax(dim=-1), dropout_p) @ v.to(compute)
+    if allowed is not None:
+        out = torch.where(allowed.any(dim=-1, keepdim=True), out, 0.0)
     return out.to(q.dtype)
 
 
@@ -74,7 +75,14 @@ def sdpa_attention(
     Elsewhere such rows attend to every key instead and their output is replaced by zeros:
     forward and gradients stay finite, and the zeroed rows send no gradient back. Neither
     path reads a tensor's values on the host, so neither synchronises a GPU.
+
+    With dropout on the CPU, SDPA leaves its fused kernel for its math one, whose dropout
+    mask costs more than the rest of the attention: :func:`math_attention`, the same
+    computation with fusionkit's cheap mask, runs instead (eager only; compiled graphs
+    draw their own).
     """
+    if dropout_p > 0 and q.device.type == "cpu" and not torch.compiler.is_compiling():
+        return math_attention(q, k, v, key_mask, causal, scale, dropout_p)
     if key_mask is None:
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale

@@ -13,6 +13,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from fusionkit._deprecation import keyword_only
+from fusionkit.dropout import Dropout
 from fusionkit.losses.masked import masked_mse, present
 from fusionkit.typing import check_last_dim, typechecked
 
@@ -96,7 +97,7 @@ class ModalityReconstructor(nn.Module):
             for j, (i, o) in enumerate(pairs)
         )
         self.act = nn.GELU()
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def _conv(self, layer: nn.Module, h: Tensor, keep: Tensor, last: bool) -> Tensor:
         h = layer(F.pad(h * keep, self.padding))

@@ -11,6 +11,7 @@ from fusionkit._deprecation import keyword_only
 from fusionkit.attention import Backend
 from fusionkit.blocks.multihead_attention import MultiHeadAttention
 from fusionkit.blocks.stream_cache import StreamCache
+from fusionkit.dropout import Dropout
 from fusionkit.typing import typechecked
 
 
@@ -22,7 +23,7 @@ class FeedForward(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(dim, ff_mult * dim),
             nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(ff_mult * dim, dim),
         )
 
@@ -64,7 +65,7 @@ class TransformerLayer(nn.Module):
         self.aligned = nn.Linear(dim, dim) if aligned else None
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, ff_mult=ff_mult, dropout=dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     @keyword_only("mask", "context", "key_mask", renamed={"context_mask": "key_mask"})
     @typechecked

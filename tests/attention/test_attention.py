@@ -4,6 +4,8 @@ The Triton kernel runs under Triton's interpreter on CPU tensors (``TRITON_INTER
 set in ``tests/conftest.py`` before the kernel module is imported).
 """
 
+import itertools
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -128,6 +130,24 @@ def test_no_mask_and_custom_scale(backend):
     out = attention(q, k, v, scale=0.3, backend=backend)
     expected = torch.softmax(q @ k.transpose(-1, -2) * 0.3, -1) @ v
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_math_reference_matches_a_row_by_row_softmax(causal):
+    """The float64 reference every backend is held to, against a loop over query rows."""
+    (q, k, v), key_mask, _ = _inputs(3, 2, 5, 7, 16, 8, dtype=torch.float64)
+    q, k, v, key_mask = q.cpu(), k.cpu(), v.cpu(), key_mask.cpu()
+    out = attention(q, k, v, key_mask=key_mask, causal=causal, backend="math")
+    expected = torch.zeros_like(out)
+    for b, h, i in itertools.product(range(3), range(2), range(5)):
+        keys = key_mask[b].clone()
+        if causal:
+            keys[i + 1 :] = False
+        if keys.any():
+            w = torch.softmax(k[b, h, keys] @ q[b, h, i] / 4.0, dim=0)
+            expected[b, h, i] = w @ v[b, h, keys]
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-12)
+    assert (out[-1] == 0).all()  # the dialogue with no key
 
 
 def test_causal_is_top_left_aligned():
