@@ -69,10 +69,10 @@ class UNet(nn.Module):
 class CrossModalLayer(nn.Module):
     """Pre-norm cross-attention layer: ``x + MHA(LN(x), LN(ctx))``, then ``x + FFN(LN(x))``."""
 
-    def __init__(self, d: int, heads: int, ff_mult: int, dropout: float):
+    def __init__(self, d: int, heads: int, ff_mult: int, dropout: float, attention_dropout: float):
         super().__init__()
         self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.attn = nn.MultiheadAttention(d, heads, dropout=attention_dropout, batch_first=True)
         self.ff = nn.Sequential(
             nn.Linear(d, ff_mult * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_mult * d, d)
         )
@@ -132,6 +132,7 @@ class BaselineCMATH(nn.Module):
         )
         length = max(c.max_positions, spec.longest)
         self.position = nn.ModuleDict({m: nn.Embedding(length, d) for m in self.modalities})
+        attention_p = c.dropout if c.attention_dropout is None else c.attention_dropout
         self.context = nn.ModuleDict(
             {
                 m: nn.ModuleList(
@@ -149,13 +150,16 @@ class BaselineCMATH(nn.Module):
                 for m in self.modalities
             }
         )
+        for layers in self.context.values():
+            for layer in layers:  # nn.TransformerEncoderLayer has one dropout for all
+                layer.self_attn.dropout = attention_p
         self.context_norm = nn.ModuleDict({m: nn.LayerNorm(d) for m in self.modalities})
         self.cross = nn.ModuleDict()  # "c<-a" -> the layers of that stream
         for central in self.modalities:
             for aux in self.modalities:
                 if aux != central:
                     self.cross[f"{central}<-{aux}"] = nn.ModuleList(
-                        CrossModalLayer(d, c.heads, c.ff_mult, c.dropout)
+                        CrossModalLayer(d, c.heads, c.ff_mult, c.dropout, attention_p)
                         for _ in range(c.cma_depth)
                     )
         self.cross_norm = nn.ModuleDict({m: nn.LayerNorm(d) for m in self.modalities})

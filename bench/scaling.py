@@ -8,8 +8,11 @@
 The model is the IEMOCAP configuration at hidden 256 (``--hidden``) in training mode; the
 step is forward, objective and backward. Variants ("backend"):
 - ``sdpa``: every dropout off, so that SDPA runs its fused kernel on every device;
-- ``sdpa, dropout 0.5``: the configuration's dropout. On the CPU, dropout inside SDPA
-  makes PyTorch choose its math kernel, which keeps the (t, t) probabilities for backward;
+- ``sdpa, dropout 0.5``: the configuration's dropout. On the CPU, attention dropout runs
+  fusionkit's math path with its cheap mask (SDPA would leave its fused kernel for its
+  math one anyway), which keeps the (t, t) probabilities for backward;
+- ``sdpa, dropout 0.5 but 0 on attention``: the same with ``model.attention_dropout = 0``:
+  SDPA's fused kernel again, and memory linear in t, with every other dropout on;
 - ``math``: fusionkit's plain backend (fp32 scores and softmax, kept for backward);
 - ``triton``: fusionkit's fused kernel (CUDA only).
 Paths that keep (t, t) matrices stop at ``--max-quadratic`` utterances (at 4,096 they would
@@ -52,7 +55,7 @@ HEADERS = ["sweep", "backend", "size", "time x first", "peak x first", "ms", "pe
 
 
 def variants(device: torch.device) -> list[str]:
-    names = ["sdpa", "sdpa, dropout 0.5", "math"]
+    names = ["sdpa", "sdpa, dropout 0.5", "sdpa, dropout 0.5 but 0 on attention", "math"]
     if device.type == "cuda" and triton_available():
         names.append("triton")
     return names
@@ -62,7 +65,14 @@ def _model(name: str, hidden: int, longest: int, quick: bool, device):
     dims = common.QUICK_DIMS if quick else common.IEMOCAP_DIMS
     backend = name.split(",")[0]
     dropout = 0.5 if "dropout" in name else 0.0
-    config = common.cmath_config(hidden, quick=quick, dropout=dropout, backend=backend)
+    attention_dropout = 0.0 if "0 on attention" in name else None
+    config = common.cmath_config(
+        hidden,
+        quick=quick,
+        dropout=dropout,
+        attention_dropout=attention_dropout,
+        backend=backend,
+    )
     model = common.build_cmath(config, common.spec_for(dims, longest)).to(device).train()
     for p in model.parameters():  # as after a first step: the peak is the step's own
         p.grad = torch.zeros_like(p)
@@ -114,7 +124,7 @@ def _spawn(opts: dict) -> dict:
 
 def sweep(args, device, name: str, points: list[tuple[int, int]]) -> dict:
     """{variant: {(b, t): figures}} over ``points``."""
-    names = variants(device)
+    names = [n for n in variants(device) if not args.only or n in args.only]
     results: dict = {n: {} for n in names}
     for b, t in points:
         todo = [
@@ -183,12 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--lengths", type=int, nargs="*", help="dialogue lengths (default 32..4096)")
     p.add_argument("--batch-sizes", type=int, nargs="*", help="batch sizes (default 1..64)")
+    p.add_argument("--only", nargs="+", metavar="VARIANT", help="these variants only")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(measure_point(json.loads(args.worker))))
         return 0
     device = common.torch_device(args.device, args.threads)
+    unknown = set(args.only or []) - set(variants(device))
+    if unknown:
+        p.error(f"--only: unknown variant(s) {sorted(unknown)}; known: {variants(device)}")
     args.hidden = args.hidden or (16 if args.quick else 256)
     args.rss = (not args.quick) if args.rss is None else args.rss
     if args.quick:

@@ -264,6 +264,7 @@ def rows_for(hidden: int, m: dict) -> tuple[list[list], dict]:
         "utterances": utts,
         "parameters": first["parameters"],
         "checking_cost": check_ratio - 1.0,
+        "checking_cost_range": [min(pairs) - 1.0, max(pairs) - 1.0],
         "checked_calls": calls,
         "us_per_checked_call": per_call,
     }
@@ -342,10 +343,16 @@ def main(argv: list[str] | None = None) -> int:
     print(common.markdown(HEADERS, all_rows))
     print()
     for s in summaries:
+        low, high = s["checking_cost_range"]
         line = (
             f"hidden {s['hidden']} ({s['parameters'] / 1e6:.1f} M parameters): checking costs "
-            f"{100 * s['checking_cost']:+.1f}% of a step ({s['checked_calls']} checked calls, "
-            f"{s['us_per_checked_call']:.0f} us each)"
+            f"{100 * s['checking_cost']:+.1f}% of a step (median of the process pairs, which "
+            f"ranged {100 * low:+.1f}% to {100 * high:+.1f}%; {s['checked_calls']} checked calls, "
+            + (
+                f"{s['us_per_checked_call']:.0f} us each)"
+                if s["us_per_checked_call"] > 0
+                else "each below the noise between processes)"
+            )
         )
         if "baseline_over_fusionkit_checking_off" in s:
             line += f"; baseline / fusionkit with checking off: {s['baseline_over_fusionkit_checking_off']:.3f}"

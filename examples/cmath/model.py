@@ -49,6 +49,9 @@ class CMATHConfig:
     heads: int = 4
     ff_mult: int = 2
     dropout: float = 0.2
+    # on the attention weights (None: dropout); 0 keeps the CPU's fused attention in
+    # training, whose memory grows linearly with the dialogue (docs/performance.md)
+    attention_dropout: float | None = None
     context_depth: int = 1
     cma_depth: int = 1
     max_positions: int = 512  # the position table; longer training dialogues extend it
@@ -195,6 +198,7 @@ class CMATH(nn.Module):
                     num_speakers=spec.num_speakers,
                     max_len=max(c.max_positions, spec.longest),
                     dropout=c.dropout,
+                    attention_dropout=c.attention_dropout,
                     ff_mult=c.ff_mult,
                     causal=c.causal,
                     backend=c.backend,
@@ -212,6 +216,7 @@ class CMATH(nn.Module):
                     heads=c.heads,
                     ff_mult=c.ff_mult,
                     dropout=c.dropout,
+                    attention_dropout=c.attention_dropout,
                     symmetric=c.symmetric,
                     aligned=c.aligned,
                     causal=c.causal,

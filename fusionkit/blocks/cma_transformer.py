@@ -30,7 +30,8 @@ class CMATransformer(nn.Module):
     modalities gets a stream (MulT-style), for the ablation. With no auxiliary modality the
     block returns the central stream alone. ``aligned=True`` gives every layer the
     same-utterance auxiliary features directly as well (see :class:`TransformerLayer`);
-    ``causal=True`` lets utterance t see utterances <= t only.
+    ``causal=True`` lets utterance t see utterances <= t only. ``attention_dropout`` (None:
+    ``dropout``) is the layers' dropout on the attention weights.
 
     Returns a dict: ``central`` -> the central input (zeroed at padding), and ``"x<-y"`` -> (b, t, dim)
     for each pair.
@@ -56,6 +57,7 @@ class CMATransformer(nn.Module):
         heads: int = 8,
         ff_mult: int = 4,
         dropout: float = 0.1,
+        attention_dropout: float | None = None,
         symmetric: bool = False,
         aligned: bool = False,
         causal: bool = False,
@@ -82,6 +84,7 @@ class CMATransformer(nn.Module):
                         heads=heads,
                         ff_mult=ff_mult,
                         dropout=dropout,
+                        attention_dropout=attention_dropout,
                         cross=True,
                         aligned=aligned,
                         causal=causal,

@@ -24,6 +24,8 @@ class DialogueContextEncoder(nn.Module):
         num_speakers: size of the speaker embedding table (ids 0..num_speakers-1).
         max_len: longest dialogue the learned position table covers.
         dropout: dropout inside the layers.
+        attention_dropout: dropout on the attention weights (None: ``dropout``). 0 keeps
+            SDPA's fused kernel on the CPU in training: memory linear in dialogue length.
         causal: utterance t sees utterances <= t only (online use).
 
     With ``presence`` (b, t), the modality's utterances that have it: the layers attend over
@@ -40,6 +42,7 @@ class DialogueContextEncoder(nn.Module):
         num_speakers: int = 9,
         max_len: int = 512,
         dropout: float = 0.1,
+        attention_dropout: float | None = None,
         ff_mult: int = 4,
         causal: bool = False,
         backend: Backend = "auto",
@@ -50,7 +53,13 @@ class DialogueContextEncoder(nn.Module):
         self.position = nn.Embedding(max_len, dim)
         self.layers = nn.ModuleList(
             TransformerLayer(
-                dim, heads=heads, ff_mult=ff_mult, dropout=dropout, causal=causal, backend=backend
+                dim,
+                heads=heads,
+                ff_mult=ff_mult,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                causal=causal,
+                backend=backend,
             )
             for _ in range(depth)
         )

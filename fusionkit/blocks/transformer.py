@@ -39,6 +39,8 @@ class TransformerLayer(nn.Module):
     (cross only, tq = tk) also adds ``Linear(LN(ctx))`` at the same position: the aligned
     utterance's context directly, which attention over the dialogue learns to find only
     slowly (docs/results.md, ablations). ``causal=True``: utterance t sees utterances <= t.
+    ``dropout`` acts on the feed-forward and residual branches and, unless
+    ``attention_dropout`` is given, on the attention weights.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class TransformerLayer(nn.Module):
         heads: int = 8,
         ff_mult: int = 4,
         dropout: float = 0.0,
+        attention_dropout: float | None = None,
         cross: bool = False,
         aligned: bool = False,
         causal: bool = False,
@@ -60,7 +63,11 @@ class TransformerLayer(nn.Module):
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim) if cross else None
         self.attn = MultiHeadAttention(
-            dim, heads=heads, dropout=dropout, causal=causal, backend=backend
+            dim,
+            heads=heads,
+            dropout=dropout if attention_dropout is None else attention_dropout,
+            causal=causal,
+            backend=backend,
         )
         self.aligned = nn.Linear(dim, dim) if aligned else None
         self.norm_ff = nn.LayerNorm(dim)

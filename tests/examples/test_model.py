@@ -211,3 +211,31 @@ def test_streaming_equals_the_causal_model_on_the_whole_dialogue(data):
             speakers=whole.speakers[:, :1],
             cache=StreamCache(),
         )
+
+
+def test_attention_dropout_reaches_every_attention_and_keeps_cpu_sdpa_fused(data, monkeypatch):
+    """``attention_dropout`` sets every attention's dropout (None: ``dropout``); at 0 the
+    CPU's training step never takes the (t, t) math path that attention dropout needs."""
+    import fusionkit.attention.reference as reference
+    from fusionkit.blocks import MultiHeadAttention
+    from fusionkit.dropout import Dropout
+
+    def attention_ps(model):
+        return {m.dropout for m in model.modules() if isinstance(m, MultiHeadAttention)}
+
+    def other_ps(model):
+        return {m.p for m in model.modules() if isinstance(m, Dropout)}
+
+    assert attention_ps(_model(data, dropout=0.3)) == {0.3}
+    model = _model(data, dropout=0.3, attention_dropout=0.0)
+    assert attention_ps(model) == {0.0} and other_ps(model) == {0.3}
+    batch = DialogueBatch.collate(data.split("train")[:4])
+
+    def refuse(*args):
+        raise AssertionError("the math path ran")
+
+    monkeypatch.setattr(reference, "math_attention", refuse)
+    model.train()(batch, normalizer=model.loss_counts(batch)).loss.total.backward()
+    with pytest.raises(AssertionError, match="the math path ran"):
+        with_attention_dropout = _model(data, dropout=0.3).train()
+        with_attention_dropout(batch, normalizer=model.loss_counts(batch))
