@@ -54,25 +54,25 @@ QUADRATIC = {"sdpa, dropout 0.5", "math"}  # on the CPU; on CUDA dropout stays f
 HEADERS = ["sweep", "backend", "size", "time x first", "peak x first", "ms", "peak MiB", "RSS MiB"]
 
 
+VARIANTS = {  # the name in the table -> the model's settings
+    "sdpa": dict(backend="sdpa", dropout=0.0),
+    "sdpa, dropout 0.5": dict(backend="sdpa", dropout=0.5),
+    "sdpa, dropout 0.5 but 0 on attention": dict(
+        backend="sdpa", dropout=0.5, attention_dropout=0.0
+    ),
+    "math": dict(backend="math", dropout=0.0),
+    "triton": dict(backend="triton", dropout=0.0),
+}
+
+
 def variants(device: torch.device) -> list[str]:
-    names = ["sdpa", "sdpa, dropout 0.5", "sdpa, dropout 0.5 but 0 on attention", "math"]
-    if device.type == "cuda" and triton_available():
-        names.append("triton")
-    return names
+    with_triton = device.type == "cuda" and triton_available()
+    return [n for n in VARIANTS if n != "triton" or with_triton]
 
 
 def _model(name: str, hidden: int, longest: int, quick: bool, device):
     dims = common.QUICK_DIMS if quick else common.IEMOCAP_DIMS
-    backend = name.split(",")[0]
-    dropout = 0.5 if "dropout" in name else 0.0
-    attention_dropout = 0.0 if "0 on attention" in name else None
-    config = common.cmath_config(
-        hidden,
-        quick=quick,
-        dropout=dropout,
-        attention_dropout=attention_dropout,
-        backend=backend,
-    )
+    config = common.cmath_config(hidden, quick=quick, **VARIANTS[name])
     model = common.build_cmath(config, common.spec_for(dims, longest)).to(device).train()
     for p in model.parameters():  # as after a first step: the peak is the step's own
         p.grad = torch.zeros_like(p)

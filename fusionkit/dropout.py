@@ -13,6 +13,8 @@ makes runs repeat.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,12 +26,16 @@ BITS = 16
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> Tensor:
     """Boolean mask of ``shape``, each element True with probability ``1 - p`` (``p`` rounded
     to a multiple of ``2**-16``), from 16 random bits an element."""
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
     bits = words.view(torch.int16)[:n].view(shape)  # uniform over [-2**15, 2**15)
     return bits >= round(p * 2**BITS) - 2 ** (BITS - 1)
+
+
+def draws_cheap_mask(x: Tensor) -> bool:
+    """Whether :func:`dropout` draws its own mask for ``x`` (eager, on the CPU); elsewhere
+    it is PyTorch's fused dropout."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
@@ -38,7 +44,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         raise ValueError(f"p: expected a probability in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or torch.compiler.is_compiling() or p == 1.0:
+    if not draws_cheap_mask(x) or p == 1.0:
         return F.dropout(x, p, training=True)
     dropped = round(p * 2**BITS)
     if dropped == 0:

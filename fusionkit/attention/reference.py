@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fusionkit.dropout import dropout
+from fusionkit.dropout import draws_cheap_mask, dropout
 
 _CPU_SDPA_ZEROES_EMPTY_ROWS = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
 """Whether PyTorch's CPU SDPA itself gives a row with no allowed key a zero output and zero
@@ -81,7 +81,7 @@ def sdpa_attention(
     computation with fusionkit's cheap mask, runs instead (eager only; compiled graphs
     draw their own).
     """
-    if dropout_p > 0 and q.device.type == "cpu" and not torch.compiler.is_compiling():
+    if dropout_p > 0 and draws_cheap_mask(q):
         return math_attention(q, k, v, key_mask, causal, scale, dropout_p)
     if key_mask is None:
         return F.scaled_dot_product_attention(
