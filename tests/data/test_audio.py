@@ -13,7 +13,7 @@ pytest.importorskip("soundfile", reason="the 'audio' extra is not installed")
 
 from fusionkit.data import (
     FEATURE_SETS,
-    AudioError,
+    MediaError,
     AudioFeatures,
     audio_features,
     read_conversation_table,
@@ -109,7 +109,7 @@ PROBLEMS = [  # file, start, end, what the message says
 
 @pytest.mark.parametrize(("file", "start", "end", "problem"), PROBLEMS)
 def test_unusable_audio_names_the_row_and_the_file(folder, file, start, end, problem):
-    with pytest.raises(AudioError) as e:
+    with pytest.raises(MediaError) as e:
         _features(folder, [("tone.wav", "", ""), (file, start, end)])
     where = re.escape(f"{folder / 'm.csv'}: row 2: audio {folder / file}")
     assert re.fullmatch(f"{where}: {problem}", str(e.value)), str(e.value)
@@ -117,7 +117,7 @@ def test_unusable_audio_names_the_row_and_the_file(folder, file, start, end, pro
 
 def test_every_problem_is_listed_or_made_absent(folder):
     rows = [("tone.wav", "", "")] + [(f, s, e) for f, s, e, _ in PROBLEMS]
-    with pytest.raises(AudioError) as e:  # found before extraction: all at once
+    with pytest.raises(MediaError) as e:  # found before extraction: all at once
         _features(folder, rows)
     assert str(e.value).startswith("5 utterances have unusable audio:\n")
     assert [p.split(": row ")[1][:1] for p in e.value.problems] == ["2", "3", "4", "5", "6"]
@@ -175,5 +175,5 @@ def test_a_cache_with_absent_audio_still_raises_when_asked(folder, tmp_path, mon
     f = _features(folder, rows, name="short.csv", cache_dir=cache, on_error="absent")
     assert f.present.tolist() == [True, False]
     monkeypatch.setattr(audio_module, "_functionals", None)  # nothing may be extracted now
-    with pytest.raises(AudioError, match=r"short\.csv: row 2: audio .*clip50\.wav: a 50 ms clip"):
+    with pytest.raises(MediaError, match=r"short\.csv: row 2: audio .*clip50\.wav: a 50 ms clip"):
         _features(folder, rows, name="short.csv", cache_dir=cache)

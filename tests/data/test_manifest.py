@@ -40,11 +40,11 @@ def test_empty_cells_and_flags_mark_a_modality_absent(tmp_path):
         ],
     )
     table = read_conversation_table(path)
-    assert table.modalities == ("text", "audio")
+    assert table.modalities == ("audio", "text")
     assert table.presence("text").tolist() == [True, True, True, False, True]
     assert table.presence("audio").tolist() == [True, False, False, True, True]
     (d,) = table.dialogues
-    assert d.audio[0].path == tmp_path / "a.wav" and d.audio[0].start is None  # next to it
+    assert d.cells["audio"][0].path == tmp_path / "a.wav" and d.cells["audio"][0].start is None  # next to it
     assert d.rows == [1, 2, 3, 4, 5] and d.file == path
 
 
@@ -74,7 +74,7 @@ def test_manifest_errors_name_the_file_and_row(tmp_path, cells, message):
     path = write_manifest(tmp_path / "m.csv", rows)
     row = 1 if "split" in cells else 2
     with pytest.raises(TableError, match=rf"m\.csv: row {row}: {message}"):
-        manifest_dataset(path, text=None, audio=None)
+        manifest_dataset(path, features={})
 
 
 def test_label_names_in_the_given_order_else_sorted(tmp_path):
@@ -101,17 +101,17 @@ def test_jsonl_manifest_with_renamed_columns_and_no_labels(tmp_path):
     path = tmp_path / "calls.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     columns = TableColumns(
-        dialogue="conv", utterance="turn", speaker="who", text=None, audio="wav",
-        start="t0", end="t1", label="emotion", split=None, has_audio="audio_ok",
+        dialogue="conv", utterance="turn", speaker="who", modalities={"audio": "wav"},
+        start="t0", end="t1", label="emotion", split=None, flag="{modality}_ok",
     )  # fmt: skip
     table = read_conversation_table(path, columns=columns, split="test")
     (d,) = table.dialogues
     assert table.modalities == ("audio",) and d.split == "test"
-    assert [(a.path.name, a.start, a.end) for a in d.audio[:2]] == [
+    assert [(a.path.name, a.start, a.end) for a in d.cells["audio"][:2]] == [
         ("a.wav", 0, 0.5),
         ("a.wav", 0.5, None),
     ]
-    assert d.audio[0].path.parent == tmp_path / "clips" and d.audio[2] is None
+    assert d.cells["audio"][0].path.parent == tmp_path / "clips" and d.cells["audio"][2] is None
     assert table.label_names == [] and d.labels == [IGNORE_INDEX] * 3  # for prediction
     assert d.speaker_names == ["Ann", "Bo"] and d.speakers == [0, 1, 0]
 
@@ -159,7 +159,7 @@ def test_a_manifest_end_to_end(tmp_path):
     assert settings["audio"] == AudioFeatures("eGeMAPSv02")
     fresh = manifest_dataset(
         new, label_names=back.label_names, split="test", cache_dir=tmp_path / "cache",
-        progress=False, **settings,
+        progress=False, features=settings,
     )  # fmt: skip
     assert fresh.label_names == order and fresh.num_utterances("test") == 0
     assert "(8 unlabelled)" in fresh.summary()
@@ -176,8 +176,10 @@ def test_unusable_audio_made_absent_is_counted(tmp_path):
     with pytest.raises(
         ValueError, match=r"manifest\.csv: row 6: audio .*lost\.wav: file not found"
     ):
-        manifest_dataset(path, text=None, progress=False)
-    ds = manifest_dataset(path, text=None, on_error="absent", progress=False)
+        manifest_dataset(path, features={"audio": AudioFeatures()}, progress=False)
+    ds = manifest_dataset(
+        path, features={"audio": AudioFeatures()}, on_error="absent", progress=False
+    )
     assert ds.modalities == ["audio"]
     assert ds.info["absent"] == {"audio": {"marked in the table": 2, "unusable data": 1}}
     assert re.search(r"row 6: audio .*lost\.wav: file not found", ds.info["errors"][0])

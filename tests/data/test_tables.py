@@ -48,7 +48,7 @@ def test_jsonl_and_custom_columns(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     cols = TableColumns(
-        dialogue="conv", utterance="idx", speaker="who", text="utt", label="emo", split=None
+        dialogue="conv", utterance="idx", speaker="who", modalities={"text": "utt"}, label="emo", split=None
     )
     table = read_conversation_table(path, label_names=LABELS, columns=cols, split="dev")
     assert table.dialogues[0].labels == [1, 1, 1] and table.dialogues[0].split == "dev"
@@ -89,7 +89,7 @@ def test_missing_columns(tmp_path):
     with pytest.raises(TableError, match=r"t\.csv: missing columns \['utterance_id', 'split'\]"):
         read_conversation_table(path, label_names=LABELS)  # label is optional
     path.write_text("dialogue_id,utterance_id,speaker,split\n1,0,A,train\n")
-    with pytest.raises(TableError, match=r"t\.csv: no text column 'text' and no audio column"):
+    with pytest.raises(TableError, match=r"t\.csv: no modality column"):
         read_conversation_table(path, label_names=LABELS)
 
 
@@ -103,7 +103,7 @@ def test_clean_text_handles_quotes_and_cp1252_leftovers():
 def test_cp1252_file(tmp_path):
     path = tmp_path / "t.csv"
     path.write_bytes((HEADER + "1,0,A,you’re,neutral,train\n").encode("cp1252"))  # ’ is byte 0x92
-    assert read_conversation_table(path, label_names=LABELS).dialogues[0].texts == ["you're"]
+    assert read_conversation_table(path, label_names=LABELS).dialogues[0].cells["text"] == ["you're"]
 
 
 @pytest.mark.skipif(not MELD.exists(), reason=f"MELD transcripts not found at {MELD}")
@@ -112,12 +112,12 @@ def test_meld_preset_reads_the_official_splits():
     counts = {}
     for d in table.dialogues:
         n, u = counts.get(d.split, (0, 0))
-        counts[d.split] = (n + 1, u + len(d.texts))
+        counts[d.split] = (n + 1, u + len(d.labels))
     assert counts == {"train": (1038, 9989), "dev": (114, 1109), "test": (280, 2610)}
     ids = {d.id for d in table.dialogues}
     assert "train/60" not in ids and "train/59" in ids  # the missing train dialogue is no error
     assert table.label_names == MELD_LABELS
     assert table.modalities == ("text",)  # StartTime/EndTime are episode times: not read
-    assert not any(a for d in table.dialogues for a in d.audio)
+    assert table.modalities == ("text",)
     assert max(max(d.speakers) for d in table.dialogues) == 8  # 9 speaker slots
-    assert not any("’" in t for d in table.dialogues for t in d.texts)
+    assert not any("’" in t for d in table.dialogues for t in d.cells["text"])
