@@ -285,7 +285,7 @@ def iemocap_dialogues(
     gen = SyntheticConversations(
         num_dialogues=num, min_len=min(10, max_len), max_len=max_len, dims=dims, seed=seed
     )
-    return list(gen.build().dialogues.values())
+    return list(gen.load().dialogues.values())
 
 
 def random_batch(b: int, t: int, dims: Mapping[str, int], *, seed: int = 0) -> DialogueBatch:

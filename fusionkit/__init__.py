@@ -4,10 +4,9 @@ Letters in shapes: b batch, t utterances, h heads, d features.
 """
 
 from fusionkit import attention, data, fusion, losses, typing
-from fusionkit.batch import IGNORE_INDEX, Dialogue, DialogueBatch, batches
+from fusionkit.batch import IGNORE_INDEX, Dialogue, DialogueBatch, batches, length_buckets
 from fusionkit.blocks import (
     CMATransformer,
-    CrossModalAttention,
     DialogueContextEncoder,
     FeedForward,
     ModalityReconstructor,
@@ -29,7 +28,6 @@ __all__ = [
     "CMATransformer",
     "ClassificationReport",
     "ConcatFusion",
-    "CrossModalAttention",
     "Dialogue",
     "DialogueBatch",
     "DialogueContextEncoder",
@@ -49,6 +47,7 @@ __all__ = [
     "classification_report",
     "data",
     "fusion",
+    "length_buckets",
     "losses",
     "stream_name",
     "typing",

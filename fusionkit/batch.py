@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fusionkit.errors import DataError
+
 IGNORE_INDEX = -100
 """Label at padded positions (PyTorch's ``ignore_index`` default)."""
 
@@ -33,20 +35,20 @@ class Dialogue:
     def __post_init__(self):
         t = len(self.labels)
         if t == 0:
-            raise ValueError(f"dialogue {self.id!r}: has no utterances")
+            raise DataError(f"dialogue {self.id!r}: has no utterances")
         if len(self.speakers) != t:
-            raise ValueError(f"dialogue {self.id!r}: {len(self.speakers)} speakers for {t} labels")
+            raise DataError(f"dialogue {self.id!r}: {len(self.speakers)} speakers for {t} labels")
         for name, x in self.features.items():
             if x.ndim != 2 or x.shape[0] != t:
-                raise ValueError(
+                raise DataError(
                     f"dialogue {self.id!r}: features[{name!r}] has shape {x.shape}, expected ({t}, dim)"
                 )
         for name, p in self.presence.items():
             if name not in self.features:
-                raise ValueError(f"dialogue {self.id!r}: presence[{name!r}] names no modality")
+                raise DataError(f"dialogue {self.id!r}: presence[{name!r}] names no modality")
             p = np.asarray(p)
             if p.dtype != np.bool_ or p.shape != (t,):
-                raise ValueError(
+                raise DataError(
                     f"dialogue {self.id!r}: presence[{name!r}] must be bool of shape ({t},), got {p.dtype} {p.shape}"
                 )
 
@@ -148,7 +150,7 @@ class DialogueBatch:
         names = sorted(dialogues[0].features)
         for d in dialogues:
             if sorted(d.features) != names:
-                raise ValueError(
+                raise DataError(
                     f"dialogue {d.id!r}: modalities {sorted(d.features)} differ from {names}"
                 )
         b, t = len(dialogues), max(len(d) for d in dialogues)
@@ -208,3 +210,15 @@ def batches(
         local = chunk[rank::size]
         batch = DialogueBatch.collate(local or chunk[:1], dtype=dtype)
         yield batch if local else batch.emptied()
+
+
+def length_buckets(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[int]:
+    """An order of dialogues for :func:`batches` in which each batch holds dialogues of
+    similar length (as ``group_by_length`` does elsewhere): sorted by length with ties
+    broken at random, cut into batches of ``batch_size``, the batches shuffled by ``rng``.
+    Less padding per batch; a new ``rng`` each epoch gives new batches and a new order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    by_length = np.lexsort((rng.random(len(lengths)), np.asarray(lengths)))
+    chunks = [by_length[i : i + batch_size] for i in range(0, len(by_length), batch_size)]
+    return [int(i) for k in rng.permutation(len(chunks)) for i in chunks[k]]

@@ -31,13 +31,13 @@ def rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((a - e).norm() / e.norm().clamp_min(1e-12)).item()
 
 
-# A tiny synthetic run of examples/cmath/train.py (a few seconds), shared by the
-# end-to-end tests: ``train.main([*TINY, "--out", ...])``.
+# A tiny synthetic run of `fusionkit train` (a few seconds), shared by the
+# end-to-end tests: ``cli.main(["train", *TINY, "--out", ...])``.
 TINY = [
-    *("--set", "data.synthetic.num_dialogues=18"),
-    *("--set", "data.synthetic.min_len=3"),
-    *("--set", "data.synthetic.max_len=12"),
-    *("--set", "data.synthetic.dims={text = 16, audio = 12, visual = 8}"),
+    *("--set", "data.num_dialogues=18"),
+    *("--set", "data.min_len=3"),
+    *("--set", "data.max_len=12"),
+    *("--set", "data.dims={text = 16, audio = 12, visual = 8}"),
     *("--set", "model.hidden_dim=16"),
     *("--set", "model.heads=2"),
     *("--set", "model.compressed_dim=8"),

@@ -2,7 +2,7 @@
 
 from fusionkit.blocks.cma_transformer import CMATransformer, stream_name
 from fusionkit.blocks.context import DialogueContextEncoder
-from fusionkit.blocks.multihead_attention import CrossModalAttention, MultiHeadAttention
+from fusionkit.blocks.multihead_attention import MultiHeadAttention
 from fusionkit.blocks.reconstruction import ModalityReconstructor, Reconstruction
 from fusionkit.blocks.stream_cache import KVCache, StreamCache
 from fusionkit.blocks.transformer import FeedForward, TransformerLayer
@@ -10,7 +10,6 @@ from fusionkit.blocks.variational import VariationalFusion, VariationalOutput
 
 __all__ = [
     "CMATransformer",
-    "CrossModalAttention",
     "DialogueContextEncoder",
     "FeedForward",
     "KVCache",

@@ -8,7 +8,6 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor, nn
 
-from fusionkit._deprecation import keyword_only
 from fusionkit.attention import Backend
 from fusionkit.blocks.stream_cache import StreamCache
 from fusionkit.blocks.transformer import TransformerLayer
@@ -102,7 +101,6 @@ class CMATransformer(nn.Module):
         """Keys of the returned dict, in order: the central modality, then each stream."""
         return [self.central, *(stream_name(t, s) for t, s in self.pairs)]
 
-    @keyword_only("mask")
     @typechecked
     def forward(
         self,

@@ -6,7 +6,6 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from fusionkit._deprecation import keyword_only
 from fusionkit.attention import Backend
 from fusionkit.blocks.stream_cache import StreamCache
 from fusionkit.blocks.transformer import TransformerLayer
@@ -65,7 +64,6 @@ class DialogueContextEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
 
-    @keyword_only("mask", "speakers")
     @typechecked
     def forward(
         self,

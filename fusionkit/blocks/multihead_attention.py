@@ -7,7 +7,6 @@ from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from fusionkit._deprecation import keyword_only, warn
 from fusionkit.attention import Backend, attention
 from fusionkit.attention.reference import allowed_keys
 from fusionkit.blocks.stream_cache import StreamCache
@@ -53,7 +52,6 @@ class MultiHeadAttention(nn.Module):
         self.to_kv = nn.Linear(dim, 2 * dim)
         self.to_out = nn.Linear(dim, dim)
 
-    @keyword_only(renamed={"context_mask": "key_mask"})
     @typechecked
     def forward(
         self,
@@ -108,11 +106,3 @@ class MultiHeadAttention(nn.Module):
             has_key = rearrange(allowed.any(-1), "b 1 n -> b n")
             keep = has_key if keep is None else keep & has_key
         return out if keep is None else torch.where(keep.unsqueeze(-1), out, 0.0)
-
-
-class CrossModalAttention(MultiHeadAttention):
-    """Deprecated name of :class:`MultiHeadAttention` (it also did every self-attention)."""
-
-    def __init__(self, dim: int, **kwargs):
-        warn("CrossModalAttention is now MultiHeadAttention")
-        super().__init__(dim, **kwargs)

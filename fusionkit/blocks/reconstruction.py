@@ -12,7 +12,6 @@ from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from fusionkit._deprecation import keyword_only
 from fusionkit.dropout import Dropout
 from fusionkit.losses.masked import masked_mse, present
 from fusionkit.typing import check_last_dim, typechecked
@@ -103,7 +102,6 @@ class ModalityReconstructor(nn.Module):
         h = layer(F.pad(h * keep, self.padding))
         return h if last else self.drop(self.act(h))
 
-    @keyword_only("mask")
     @typechecked
     def forward(
         self,

@@ -7,7 +7,6 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from fusionkit._deprecation import keyword_only
 from fusionkit.attention import Backend
 from fusionkit.blocks.multihead_attention import MultiHeadAttention
 from fusionkit.blocks.stream_cache import StreamCache
@@ -74,7 +73,6 @@ class TransformerLayer(nn.Module):
         self.ff = FeedForward(dim, ff_mult=ff_mult, dropout=dropout)
         self.drop = Dropout(dropout)
 
-    @keyword_only("mask", "context", "key_mask", renamed={"context_mask": "key_mask"})
     @typechecked
     def forward(
         self,

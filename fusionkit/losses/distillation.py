@@ -11,12 +11,10 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from fusionkit._deprecation import keyword_only
 from fusionkit.losses.masked import masked_mean, presence_masks
 from fusionkit.typing import typechecked
 
 
-@keyword_only("mask")
 @typechecked
 def distillation_kl(
     student_logits: Float[Tensor, "batch time classes"],
@@ -37,7 +35,6 @@ def distillation_kl(
     return tau**2 * masked_mean(kl, mask=mask)
 
 
-@keyword_only("mask")
 @typechecked
 def feature_consistency(
     student: Float[Tensor, "batch time dim"],
@@ -149,7 +146,6 @@ class HierarchicalDistillation(nn.Module):
             else nn.ModuleList()
         )
 
-    @keyword_only("mask")
     @typechecked
     def forward(
         self, levels: Sequence[DistillationLevel], *, mask: Bool[Tensor, "batch time"]

@@ -12,7 +12,6 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from fusionkit._deprecation import keyword_only
 from fusionkit.typing import CHECKING, typechecked
 
 
@@ -53,7 +52,6 @@ def presence_masks(
     return {m: present(mask, presence.get(m), f"{name}[{m!r}]") for m in names}
 
 
-@keyword_only("mask")
 def masked_mean(values: Tensor, *, mask: Tensor) -> Tensor:
     """Mean of per-utterance ``values`` (b, t) over real utterances; 0 when there are none.
 
@@ -64,7 +62,6 @@ def masked_mean(values: Tensor, *, mask: Tensor) -> Tensor:
     return kept.sum() / mask.sum().clamp_min(1).to(values.dtype)
 
 
-@keyword_only("mask")
 @typechecked
 def masked_mse(
     prediction: Float[Tensor, "batch time dim"],
@@ -85,7 +82,6 @@ def masked_mse(
     return masked_mean(err.mean(-1) if reduction == "mean" else err.sum(-1), mask=mask)
 
 
-@keyword_only("mask")
 @typechecked
 def gaussian_kl(
     mu: Float[Tensor, "batch time dim"],

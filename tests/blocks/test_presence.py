@@ -170,7 +170,7 @@ def test_blocks_take_a_batch_presence():
         dims={"text": D, "audio": D},
         missing_rate={"audio": 0.5},
         seed=1,
-    ).build()
+    ).load()
     batch = fk.DialogueBatch.collate(list(ds.dialogues.values()))
     assert not torch.equal(batch.presence["audio"], batch.mask)
     cma = fk.CMATransformer(D, central="text", auxiliary=["audio"], heads=2)

@@ -8,12 +8,12 @@ SMALL = {"text": 24, "audio": 20, "visual": 12}
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return SyntheticConversations(num_dialogues=60, dims=SMALL, seed=3).build()
+    return SyntheticConversations(num_dialogues=60, dims=SMALL, seed=3).load()
 
 
 def test_synthetic_is_seeded(synthetic):
-    again = SyntheticConversations(num_dialogues=60, dims=SMALL, seed=3).build()
-    other = SyntheticConversations(num_dialogues=60, dims=SMALL, seed=4).build()
+    again = SyntheticConversations(num_dialogues=60, dims=SMALL, seed=3).load()
+    other = SyntheticConversations(num_dialogues=60, dims=SMALL, seed=4).load()
     d = synthetic.dialogues["synthetic_0007"]
     assert np.array_equal(d.features["audio"], again.dialogues["synthetic_0007"].features["audio"])
     assert not np.array_equal(
@@ -32,7 +32,7 @@ def test_synthetic_shape_and_splits(synthetic):
 
 
 def test_synthetic_class_imbalance_is_iemocap_like():
-    ds = SyntheticConversations(num_dialogues=300, dims={"text": 4}, seed=0).build()
+    ds = SyntheticConversations(num_dialogues=300, dims={"text": 4}, seed=0).load()
     freq = ds.class_counts("train") / ds.class_counts("train").sum()
     assert freq.argmax() in (2, 5)  # neutral or frustrated, as in IEMOCAP
     assert freq.argmin() == 0  # happy is the rarest
@@ -55,7 +55,7 @@ def test_fusion_beats_the_best_single_modality():
 
     ds = SyntheticConversations(
         num_dialogues=80, dims={"text": 32, "audio": 32, "visual": 32}, seed=1
-    ).build()
+    ).load()
 
     acc = {}
     for mods in (["text"], ["audio"], ["visual"], ["text", "audio", "visual"]):

@@ -33,7 +33,7 @@ def _fingerprint(ds):
 
 def test_default_data_are_unchanged():
     """With both switches off the data are those of fusionkit 0.2 (recorded from its code)."""
-    ds = SyntheticConversations(num_dialogues=12, min_len=3, max_len=9, dims=SMALL, seed=7).build()
+    ds = SyntheticConversations(num_dialogues=12, min_len=3, max_len=9, dims=SMALL, seed=7).load()
     digest, sums, rows = _fingerprint(ds)
     assert digest == "8905dac9e0137054aa633b41a044c8fbd8e317a6f705a740ef3facab949e93ac"
     expected_sums = {
@@ -55,9 +55,9 @@ def test_default_data_are_unchanged():
 def test_missing_rate_drops_utterances_at_the_requested_rate():
     rates = {"audio": 0.3, "visual": 0.1}
     base = SyntheticConversations(num_dialogues=60, dims=SMALL, seed=3)
-    plain = base.build()
-    ds = SyntheticConversations(num_dialogues=60, dims=SMALL, missing_rate=rates, seed=3).build()
-    again = SyntheticConversations(num_dialogues=60, dims=SMALL, missing_rate=rates, seed=3).build()
+    plain = base.load()
+    ds = SyntheticConversations(num_dialogues=60, dims=SMALL, missing_rate=rates, seed=3).load()
+    again = SyntheticConversations(num_dialogues=60, dims=SMALL, missing_rate=rates, seed=3).load()
     n = sum(len(d) for d in ds.dialogues.values())
     for m in SMALL:
         present = np.concatenate([d.present(m) for d in ds.dialogues.values()])
@@ -82,8 +82,8 @@ def test_noise_spread_varies_which_modality_a_probe_reads_well():
     linear probe, and which modality is the least noisy changes from dialogue to dialogue."""
     from sklearn.linear_model import LogisticRegression
 
-    ds = SyntheticConversations(num_dialogues=80, dims=ALL, noise_spread=4.0, seed=1).build()
-    plain = SyntheticConversations(num_dialogues=80, dims=ALL, seed=1).build()
+    ds = SyntheticConversations(num_dialogues=80, dims=ALL, noise_spread=4.0, seed=1).load()
+    plain = SyntheticConversations(num_dialogues=80, dims=ALL, seed=1).load()
     noise = {k: d.extras["noise"] for k, d in ds.dialogues.items()}
     assert all(0.25 <= q <= 4.0 for n in noise.values() for q in n.values())
     assert all(np.array_equal(d.labels, plain.dialogues[k].labels) for k, d in ds.dialogues.items())
@@ -102,8 +102,8 @@ def test_noise_spread_varies_which_modality_a_probe_reads_well():
 
 def test_switches_are_checked():
     with pytest.raises(ValueError, match="missing_rate"):
-        SyntheticConversations(dims=SMALL, missing_rate={"depth": 0.1}).build()
+        SyntheticConversations(dims=SMALL, missing_rate={"depth": 0.1}).load()
     with pytest.raises(ValueError, match="missing_rate"):
-        SyntheticConversations(dims=SMALL, missing_rate={"audio": 1.5}).build()
+        SyntheticConversations(dims=SMALL, missing_rate={"audio": 1.5}).load()
     with pytest.raises(ValueError, match="noise_spread"):
-        SyntheticConversations(dims=SMALL, noise_spread=0.5).build()
+        SyntheticConversations(dims=SMALL, noise_spread=0.5).load()

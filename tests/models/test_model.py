@@ -1,10 +1,11 @@
-"""The CMATH example model: every ablation and every subset of modalities trains."""
+"""The CMATH model: every ablation and every subset of modalities trains."""
 
 import pytest
 import torch
 
-from examples.cmath.model import CMATH, CMATHConfig, DataSpec
 from fusionkit import DialogueBatch
+from fusionkit.augment import modality_dropout
+from fusionkit.models.cmath import CMATH, CMATHConfig, DataSpec, loss_counts, objective
 from fusionkit.data import SyntheticConversations
 
 DIMS = {"text": 20, "audio": 14, "visual": 10}
@@ -14,7 +15,7 @@ DIMS = {"text": 20, "audio": 14, "visual": 10}
 def data():
     return SyntheticConversations(
         num_dialogues=12, min_len=3, max_len=10, dims=DIMS, seed=0
-    ).build()
+    ).load()
 
 
 def _model(ds, weights=None, **changes):
@@ -41,11 +42,21 @@ ABLATIONS = {
 }
 
 
+def _loss(model, batch, normalizer=None):
+    """The objective of ``batch`` (its own normaliser unless given), modalities hidden as
+    the training loop hides them when the model trains with modality dropout."""
+    p = model.config.modality_dropout
+    presence = modality_dropout(batch, p) if model.training and p > 0 else None
+    if normalizer is None:
+        normalizer = loss_counts(batch, model.class_weights)
+    return objective(model, model(batch, presence=presence), batch, normalizer)
+
+
 def _train_steps(model, batch, steps=15):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(steps):
-        out = model(batch, normalizer=model.loss_counts(batch)).loss
+        out = _loss(model, batch)
         opt.zero_grad()
         out.total.backward()
         opt.step()
@@ -129,12 +140,12 @@ def test_loss_is_the_step_mean_whatever_the_split_of_the_step(data):
     dialogues = data.split("train")[:4]
     whole = DialogueBatch.collate(dialogues)
     halves = [DialogueBatch.collate(dialogues[:2]), DialogueBatch.collate(dialogues[2:])]
-    norm = model.loss_counts(whole)
-    torch.testing.assert_close(norm, sum(model.loss_counts(h) for h in halves))
+    norm = loss_counts(whole, model.class_weights)
+    torch.testing.assert_close(norm, sum(loss_counts(h, model.class_weights) for h in halves))
     with torch.no_grad():
-        total = model(whole, normalizer=norm).loss
-        parts = [model(h, normalizer=norm).loss for h in halves]
-        empty = model(halves[0].emptied(), normalizer=norm).loss
+        total = _loss(model, whole, norm)
+        parts = [_loss(model, h, norm) for h in halves]
+        empty = _loss(model, halves[0].emptied(), norm)
     for key, value in total.terms.items():
         torch.testing.assert_close(sum(p.terms[key] for p in parts), value, rtol=1e-4, atol=1e-6)
     assert empty.total.item() == 0.0
@@ -150,7 +161,7 @@ def test_modality_dropout_hides_modalities_and_trains(data):
         speakers=torch.zeros(b, t, dtype=torch.long),
         labels=torch.zeros(b, t, dtype=torch.long),
     )
-    hidden = {m: ~h for m, h in model.hide(big).items()}
+    hidden = {m: ~h for m, h in modality_dropout(big, model.config.modality_dropout).items()}
     # kept with probability 0.8 * 0.8, less the few utterances that would lose everything
     rate = torch.stack(list(hidden.values())).float().mean()
     assert 0.28 < rate < 0.4, rate
@@ -239,7 +250,7 @@ def test_attention_dropout_reaches_every_attention_and_keeps_cpu_sdpa_fused(data
         raise AssertionError("the math path ran")
 
     monkeypatch.setattr(reference, "math_attention", refuse)
-    model.train()(batch, normalizer=model.loss_counts(batch)).loss.total.backward()
+    _loss(model.train(), batch).total.backward()
     with pytest.raises(AssertionError, match="the math path ran"):
         with_attention_dropout = _model(data, dropout=0.3).train()
-        with_attention_dropout(batch, normalizer=model.loss_counts(batch))
+        _loss(with_attention_dropout, batch)

@@ -1,4 +1,4 @@
-"""Prediction on new conversations: the Predictor API, predict.py, and their errors."""
+"""Prediction on new conversations: the Predictor API, ``fusionkit predict``, and their errors."""
 
 import json
 
@@ -6,34 +6,32 @@ import numpy as np
 import pytest
 import torch
 
-from examples.cmath import checkpoint, predict, train
-from examples.cmath.config import RunConfig, override
-from examples.cmath.data import load_data
-from examples.cmath.model import CMATH, DataSpec
-from examples.cmath.predictor import Predictor
-from fusionkit import Dialogue
+from fusionkit import Dialogue, cli
+from fusionkit.errors import DataError
+from fusionkit.models.cmath import CMATH, DataSpec, Predictor, RunConfig, checkpoint, override
+from fusionkit.models.cmath.run import load_data
 from tests.helpers import TINY
 
 SMALL = [
-    "data.synthetic.num_dialogues=8",
-    "data.synthetic.min_len=3",
-    "data.synthetic.max_len=9",
+    "data.num_dialogues=8",
+    "data.min_len=3",
+    "data.max_len=9",
     "model.hidden_dim=16",
     "model.heads=2",
 ]
-SMALL += ["data.synthetic.dims={text = 12, audio = 10}", "model.compressed_dim=8"]
+SMALL += ["data.dims={text = 12, audio = 10}", "model.compressed_dim=8"]
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """A checkpoint of an untrained small model, written as train.py writes them."""
+    """A checkpoint of an untrained small model, written as training writes them."""
     config = override(RunConfig(), SMALL)
-    ds, stats = load_data(config.data)
+    ds, stats = load_data(config)
     torch.manual_seed(0)
     model = CMATH(config.model, DataSpec.of(ds), ds.class_weights())
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    checkpoint.save(checkpoint.payload(model, config, stats, {}, epoch=1), path)
-    raw = config.data.synthetic.build()
+    checkpoint.save(checkpoint.payload(model, config, stats, ds, epoch=1), path)
+    raw = config.data.load()
     return path, model, ds, raw
 
 
@@ -64,7 +62,7 @@ def test_predict_errors_name_what_is_wrong(saved):
     predictor = Predictor.from_checkpoint(path)
     d = raw.split("test")[0]
     with pytest.raises(
-        ValueError, match=r"dialogue .* modalities and widths \{'text': 12\} do not match"
+        DataError, match=r"dialogue .* modalities and widths \{'text': 12\} do not match"
     ):
         predictor.predict(Dialogue(d.id, {"text": d.features["text"]}, d.speakers, d.labels))
     wide = {**d.features, "audio": np.zeros((len(d), 11), np.float32)}
@@ -76,12 +74,10 @@ def test_predict_errors_name_what_is_wrong(saved):
 
 @pytest.mark.slow
 def test_predicting_the_test_split_gives_the_report_train_wrote(tmp_path, capsys):
-    assert train.main([*TINY, "--epochs", "3", "--out", str(tmp_path / "run")]) == 0
+    assert cli.main(["train", *TINY, "--epochs", "3", "--out", str(tmp_path / "run")]) == 0
     written = json.loads((tmp_path / "run" / "seed0" / "results.json").read_text())
     ckpt = str(tmp_path / "run" / "seed0" / "best.pt")
-    assert (
-        predict.main(["--checkpoint", ckpt, "--split", "test", "--out", str(tmp_path / "p")]) == 0
-    )
+    assert cli.main(["predict", ckpt, "--split", "test", "--out", str(tmp_path / "p")]) == 0
     report = json.loads((tmp_path / "p" / "report.json").read_text())
     assert report == written["test_at_best_dev"]
     rows = (tmp_path / "p" / "predictions.csv").read_text().splitlines()
@@ -90,7 +86,7 @@ def test_predicting_the_test_split_gives_the_report_train_wrote(tmp_path, capsys
     saved = json.loads((tmp_path / "p" / "predictions.json").read_text())
     assert saved["label_names"] == ["hap", "sad", "neu", "ang", "exc", "fru"]
     capsys.readouterr()
-    assert predict.main(["--checkpoint", str(tmp_path / "nope.pt")]) == 2
+    assert cli.main(["predict", str(tmp_path / "nope.pt")]) == 2
     assert "checkpoint" in capsys.readouterr().err
 
 
@@ -100,10 +96,10 @@ def test_stream_session_equals_offline_causal_prediction(saved, tmp_path):
     raw = saved[3]
     config = override(RunConfig(), [*SMALL, "model.causal=true"])
     torch.manual_seed(0)
-    data, stats = load_data(config.data)
+    data, stats = load_data(config)
     model = CMATH(config.model, DataSpec.of(data))
     path = tmp_path / "causal.pt"
-    checkpoint.save(checkpoint.payload(model, config, stats, {}), path)
+    checkpoint.save(checkpoint.payload(model, config, stats, data), path)
     predictor = Predictor.from_checkpoint(path)
     d = raw.split("test")[0]
     no_audio = {"audio": np.arange(len(d)) != 2}

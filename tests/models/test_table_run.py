@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from examples.cmath import predict, train
+from fusionkit import cli
 from tests.data.recordings import conversations
 
 pytest.importorskip("opensmile", reason="the 'audio' extra is not installed")
@@ -20,7 +20,7 @@ def test_manifest_trains_and_predicts(tmp_path):
     sets = ['data.label_names=["neutral", "joy", "surprise", "anger"]', "train.seeds=[0]"]
     sets += ["model.hidden_dim=16", "model.heads=2", "model.compressed_dim=8", "train.probe=false"]
     assert (
-        train.main([*args, "--epochs", "2", "--quiet", *(a for s in sets for a in ("--set", s))])
+        cli.main(["train", *args, "--epochs", "2", "--quiet", *(a for s in sets for a in ("--set", s))])
         == 0
     )
     res = json.loads((tmp_path / "run" / "seed0" / "results.json").read_text())
@@ -30,7 +30,7 @@ def test_manifest_trains_and_predicts(tmp_path):
     new = conversations(tmp_path, labelled=False)  # the same talk, no labels or splits
     out = tmp_path / "pred"
     ckpt = str(tmp_path / "run" / "seed0" / "best.pt")
-    assert predict.main(["--checkpoint", ckpt, "--data", str(new), "--out", str(out)]) == 0
+    assert cli.main(["predict", ckpt, "--data", str(new), "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "predictions.csv").read_text().splitlines()))
     assert len(rows) == 8 and {r["dialogue"] for r in rows} == {"call1", "call2", "call3"}
     assert [r["utterance"] for r in rows[:4]] == ["0", "1", "2", "3"]

@@ -1,32 +1,36 @@
 """Self-sufficient checkpoints: weights, configuration, data spec, standardisation, features.
 
-A checkpoint holds all that predicting on new conversations needs: the run configuration,
-the :class:`~examples.cmath.model.DataSpec` (modality widths, label names, speakers), the
-training split's standardisation statistics and the feature extraction settings the data
-reported. It loads with ``torch.load(..., weights_only=True)``: nothing in it runs code.
+``best.pt`` holds all that predicting on new conversations needs: the run configuration,
+the :class:`~fusionkit.models.cmath.model.DataSpec` (modality widths, label names,
+speakers), the training split's standardisation statistics and the feature extraction
+settings the data reported. ``state.pt`` adds what resuming needs (optimizer, scheduler,
+random state, history). Both load with ``torch.load(..., weights_only=True)``: nothing in
+them runs code. :func:`restore` gives the model back, with a reader of its own kind of data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from examples.cmath.config import ConfigError, RunConfig, from_dict
-from examples.cmath.data import Stats
-from examples.cmath.model import CMATH, DataSpec
+from fusionkit.data import ConversationDataset
+from fusionkit.data.dataset import Stats
+from fusionkit.errors import CheckpointError, ConfigError, MissingFileError
+from fusionkit.models.cmath.config import RunConfig, from_dict
+from fusionkit.models.cmath.model import CMATH, DataSpec
 
 FORMAT = "fusionkit-cmath-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: [data] names a source, [prepare] apart (version 1 cannot be read: retrain)
 
 
-class CheckpointError(ValueError):
-    """A file that is not a usable CMATH checkpoint: the message names the file."""
-
-
-def payload(model: CMATH, config: RunConfig, stats: Stats | None, features: dict, **extra) -> dict:
+def payload(
+    model: CMATH, config: RunConfig, stats: Stats | None, ds: ConversationDataset, **extra
+) -> dict:
     """What every checkpoint holds, plus ``extra`` entries (epoch, optimizer state, ...)."""
     return {
         "format": FORMAT,
@@ -40,13 +44,13 @@ def payload(model: CMATH, config: RunConfig, stats: Stats | None, features: dict
             m: {"mean": torch.from_numpy(mu), "std": torch.from_numpy(sd)}
             for m, (mu, sd) in stats.items()
         },
-        "features": features,
+        "features": ds.info.get("extraction", {}),
         **extra,
     }
 
 
 def save(obj: dict, path: Path) -> None:
-    """Write atomically: a temporary file, then a rename."""
+    """Write atomically: a temporary file, then a rename over the previous one."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -56,13 +60,13 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read and validate a checkpoint written by :func:`save`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path}: no such file")
+        raise MissingFileError(f"checkpoint {path}: no such file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch.load fails in many ways on foreign or cut bytes
-        first = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(
-            f"checkpoint {path}: not readable as a torch checkpoint (truncated, or another kind of file): {first}"
+            f"checkpoint {path}: not readable as a torch checkpoint (truncated, or another kind of file): {type(e).__name__}: {first}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
@@ -70,21 +74,52 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
         )
     if ckpt.get("version") != VERSION:
         raise CheckpointError(
-            f"checkpoint {path}: format version {ckpt.get('version')}, this code reads {VERSION}"
+            f"checkpoint {path}: format version {ckpt.get('version')}, this fusionkit reads "
+            f"version {VERSION}: retrain the model with this version"
         )
     return ckpt
 
 
-def restore(ckpt: dict) -> tuple[CMATH, RunConfig, Stats | None]:
-    """The model (eval mode, on the CPU), run configuration and statistics of a checkpoint."""
+@dataclass(frozen=True)
+class Restored:
+    """A checkpoint's model (eval mode, on the CPU), run configuration, standardisation
+    statistics and feature extraction settings."""
+
+    model: CMATH
+    config: RunConfig
+    stats: Stats | None
+    features: dict
+
+    def reader(
+        self, path: str | None = None, *, standardize: bool = True
+    ) -> Callable[[], ConversationDataset]:
+        """How to read data for this model: its own source (``path`` replaces the
+        source's file or folder), features made with its extraction settings and read in
+        its label order; call the result for the dataset, prepared as in training
+        (modality subset, dev split, and with ``standardize`` its standardisation)."""
+        source = self.config.data
+        if path is not None:
+            if "path" not in {f.name for f in dataclasses.fields(source)}:
+                raise ConfigError(f"--data {path}: the {source.name!r} source reads no file")
+            source = replace(source, path=path)
+        read = source.reader_for(self.features, list(self.model.spec.label_names))
+        prepare = self.config.prepare
+        if standardize:
+            return lambda: prepare(read(), self.stats)[0]
+        return lambda: prepare.split(read())
+
+
+def restore(path: str | Path) -> Restored:
+    """The model and what it was trained with, from the checkpoint at ``path``."""
+    ckpt = load(path)
     try:
         config = from_dict(ckpt["config"])
     except ConfigError as e:
-        raise CheckpointError(f"checkpoint config: {e}") from None
+        raise CheckpointError(f"checkpoint {path}: its config: {e}") from None
     model = CMATH(config.model, DataSpec(**ckpt["spec"]), ckpt["model"].get("class_weights"))
     model.load_state_dict(ckpt["model"])
     raw = ckpt["standardization"]
     stats = (
         None if raw is None else {m: (s["mean"].numpy(), s["std"].numpy()) for m, s in raw.items()}
     )
-    return model.eval(), config, stats
+    return Restored(model.eval(), config, stats, ckpt.get("features", {}))

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from examples.cmath.model import CMATH
 from fusionkit import Dialogue, batches, classification_report
 from fusionkit.data import ConversationDataset
 from fusionkit.metrics import ClassificationReport
+from fusionkit.models.cmath.model import CMATH
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """CMATH (Zhu et al., arXiv 2411.10060) built from fusionkit blocks, one line per step of
-``shared/design/cmath.md`` (docs/cmath.md in this repository).
+the design (docs/cmath.md).
 
     x_m --[2. ModalityReconstructor]--> z_m --Linear--> [1. DialogueContextEncoder] --> h_m
     {h_m} --[3. CMATransformer per central c + GatedFusion]--> F_c          (fine)
@@ -7,12 +7,15 @@
     [5. heads] on z, on each F_c, on each h_m (unimodal)
     [6. HierarchicalDistillation] coarse -> fine -> unimodal
     [7. objective] CE(coarse) + sum CE(fine) + alpha L_rec + beta L_KL + gamma L_KD
+
+The model's forward returns outputs only; :func:`objective` turns outputs and a batch into
+the loss (its means' denominators given by the training loop, summed over processes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -31,6 +34,7 @@ from fusionkit import (
 )
 from fusionkit.attention import Backend
 from fusionkit.batch import IGNORE_INDEX
+from fusionkit.errors import ConfigError
 from fusionkit.losses import DistillationLevel, HierarchicalDistillation
 from fusionkit.typing import Bool, Int, check_features, typechecked
 
@@ -89,7 +93,7 @@ class CMATHConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.modality_dropout < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"modality_dropout: expected a value in [0, 1), got {self.modality_dropout}"
             )
 
@@ -124,8 +128,8 @@ class CMATHLoss:
 
 @dataclass(frozen=True)
 class CMATHOutput:
-    """Logits (b, t, classes) per granularity, the auxiliary losses of one forward pass, and
-    the objective when a normaliser was given."""
+    """Logits (b, t, classes) per granularity, the representations they come from, the
+    auxiliary losses of one forward pass, and the presence masks it used."""
 
     logits: Tensor
     fine_logits: dict[str, Tensor]
@@ -135,7 +139,7 @@ class CMATHOutput:
     coarse: Tensor
     reconstruction_loss: Tensor
     kl: Tensor
-    loss: CMATHLoss | None = None
+    presence: dict[str, Tensor]
 
 
 class CMATH(nn.Module):
@@ -155,7 +159,7 @@ class CMATH(nn.Module):
         self.centrals = sorted(spec.input_dims) if c.centrals is None else list(c.centrals)
         unknown = sorted(set(self.centrals) - set(self.modalities))
         if unknown or not self.centrals:
-            raise ValueError(
+            raise ConfigError(
                 f"centrals: {unknown or 'none'} not among the modalities {self.modalities}"
             )
         dims, classes = spec.input_dims, len(spec.label_names)
@@ -277,38 +281,17 @@ class CMATH(nn.Module):
             ]
         )
 
-    def forward(self, batch: DialogueBatch, *, normalizer: Tensor | None = None) -> CMATHOutput:
-        """The model on ``batch``; with the step's ``normalizer`` (:meth:`loss_counts`, summed
-        over every process of the step) also the objective, in ``output.loss``. In training
-        with ``modality_dropout``, modalities are hidden first (:meth:`hide`)."""
-        presence = batch.presence
-        if self.training and self.config.modality_dropout > 0:
-            presence = self.hide(batch)
-        out = self.encode(
-            batch.features, mask=batch.mask, speakers=batch.speakers, presence=presence
+    def forward(
+        self, batch: DialogueBatch, *, presence: Mapping[str, Tensor] | None = None
+    ) -> CMATHOutput:
+        """The model on ``batch``; ``presence`` (modality -> (b, t)) replaces the batch's
+        own (training under modality dropout hides modalities this way)."""
+        return self.encode(
+            batch.features,
+            mask=batch.mask,
+            speakers=batch.speakers,
+            presence=batch.presence if presence is None else presence,
         )
-        if normalizer is None:
-            return out
-        return replace(out, loss=self.objective(out, batch, normalizer, presence))
-
-    def hide(self, batch: DialogueBatch) -> dict[str, Tensor]:
-        """Presence under modality dropout: each modality of each whole dialogue, and of each
-        utterance, hidden with probability ``modality_dropout``. An utterance that would lose
-        every modality keeps its dialogue-level draw only, or else what it has."""
-        p, mask = self.config.modality_dropout, batch.mask
-        have = {m: batch.present(m) for m in self.modalities}
-        dialogue = {
-            m: have[m] & (torch.rand(mask.shape[0], 1, device=mask.device) >= p) for m in have
-        }
-        utterance = {
-            m: dialogue[m] & (torch.rand(mask.shape, device=mask.device) >= p) for m in have
-        }
-
-        def left(kept: dict[str, Tensor]) -> Tensor:  # (b, t): some modality remains
-            return torch.stack(list(kept.values())).any(0)
-
-        fallback = {m: torch.where(left(dialogue), dialogue[m], have[m]) for m in have}
-        return {m: torch.where(left(utterance), utterance[m], fallback[m]) for m in have}
 
     @typechecked
     def encode(
@@ -367,6 +350,7 @@ class CMATH(nn.Module):
             coarse=coarse,
             reconstruction_loss=rec_loss,
             kl=kl,
+            presence=presence,
         )
 
     def _stream_presence(self, cma: CMATransformer, presence: Mapping[str, Tensor]):
@@ -381,58 +365,57 @@ class CMATH(nn.Module):
                 out[name] = parts[0] if len(parts) == 1 else parts[0] | parts[1]
         return out or None
 
-    def loss_counts(self, batch: DialogueBatch) -> Tensor:
-        """(sum of the class weights of the labelled utterances, number of real utterances) of
-        ``batch``: summed over a step's processes, the denominators of the objective's means."""
-        valid = batch.labels != IGNORE_INDEX
-        if self.class_weights is None:
-            weight = valid.float()
-        else:
-            weight = self.class_weights[batch.labels.clamp_min(0)] * valid
-        return torch.stack([weight.sum(), batch.mask.sum().to(weight.dtype)])
 
-    def objective(
-        self,
-        out: CMATHOutput,
-        batch: DialogueBatch,
-        normalizer: Tensor,
-        presence: Mapping[str, Tensor] | None = None,
-    ) -> CMATHLoss:
-        """Step 7 with every term: this batch's share of the step's means.
+def loss_counts(batch: DialogueBatch, class_weights: Tensor | None) -> Tensor:
+    """(sum of the class weights of the labelled utterances, number of real utterances) of
+    ``batch``: summed over a step's processes, the denominators of :func:`objective`'s means."""
+    valid = batch.labels != IGNORE_INDEX
+    if class_weights is None:
+        weight = valid.float()
+    else:
+        weight = class_weights[batch.labels.clamp_min(0)] * valid
+    return torch.stack([weight.sum(), batch.mask.sum().to(weight.dtype)])
 
-        Cross-entropy is class-weighted as PyTorch's ``weight=``, divided by the step's label
-        weight; the utterance-averaged terms are scaled by this batch's share of the step's
-        utterances. Summed over processes, each term is the single-process mean.
-        """
-        c, labels, mask = self.config, batch.labels, batch.mask
-        ce_norm, utt_scale = normalizer[0].clamp_min(1e-12), mask.sum() / normalizer[1].clamp_min(1)
 
-        def ce(logits: Tensor) -> Tensor:
-            nll = F.cross_entropy(
-                logits.flatten(0, 1).float(),
-                labels.flatten(),
-                weight=self.class_weights,
-                ignore_index=IGNORE_INDEX,
-                reduction="none",
-            )
-            return nll.sum() / ce_norm
+def objective(
+    model: CMATH, out: CMATHOutput, batch: DialogueBatch, normalizer: Tensor
+) -> CMATHLoss:
+    """Step 7 with every term: this batch's share of the step's means.
 
-        terms = {"ce/coarse": ce(out.logits)}
-        for k, lg in out.fine_logits.items():
-            terms[f"ce/fine/{k}"] = ce(lg)
-        terms["reconstruction"] = out.reconstruction_loss * utt_scale
-        terms["kl"] = out.kl * utt_scale
-        total = sum(v for k, v in terms.items() if k.startswith("ce/"))
-        total = total + c.alpha * terms["reconstruction"] + c.beta * terms["kl"]
-        if self.distillation is not None:  # step 6
-            levels = [
-                DistillationLevel({"coarse": out.logits}, {"coarse": out.coarse}),
-                DistillationLevel(out.fine_logits, out.fine),
-                DistillationLevel(out.unimodal_logits, out.unimodal, masks=presence or None),
-            ]
-            kd = self.distillation(levels, mask=mask)
-            for k, v in kd.terms.items():
-                terms[f"kd/{k}"] = v * utt_scale
-            terms["kd"] = kd.total * utt_scale
-            total = total + c.gamma * terms["kd"]
-        return CMATHLoss(total=total, terms=terms)
+    ``normalizer`` is :func:`loss_counts` summed over the step's processes. Cross-entropy
+    is class-weighted as PyTorch's ``weight=``, divided by the step's label weight; the
+    utterance-averaged terms are scaled by this batch's share of the step's utterances.
+    Summed over processes, each term is the single-process mean.
+    """
+    c, labels, mask = model.config, batch.labels, batch.mask
+    ce_norm, utt_scale = normalizer[0].clamp_min(1e-12), mask.sum() / normalizer[1].clamp_min(1)
+
+    def ce(logits: Tensor) -> Tensor:
+        nll = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            labels.flatten(),
+            weight=model.class_weights,
+            ignore_index=IGNORE_INDEX,
+            reduction="none",
+        )
+        return nll.sum() / ce_norm
+
+    terms = {"ce/coarse": ce(out.logits)}
+    for k, lg in out.fine_logits.items():
+        terms[f"ce/fine/{k}"] = ce(lg)
+    terms["reconstruction"] = out.reconstruction_loss * utt_scale
+    terms["kl"] = out.kl * utt_scale
+    total = sum(v for k, v in terms.items() if k.startswith("ce/"))
+    total = total + c.alpha * terms["reconstruction"] + c.beta * terms["kl"]
+    if model.distillation is not None:  # step 6
+        levels = [
+            DistillationLevel({"coarse": out.logits}, {"coarse": out.coarse}),
+            DistillationLevel(out.fine_logits, out.fine),
+            DistillationLevel(out.unimodal_logits, out.unimodal, masks=out.presence or None),
+        ]
+        kd = model.distillation(levels, mask=mask)
+        for k, v in kd.terms.items():
+            terms[f"kd/{k}"] = v * utt_scale
+        terms["kd"] = kd.total * utt_scale
+        total = total + c.gamma * terms["kd"]
+    return CMATHLoss(total=total, terms=terms)

@@ -12,6 +12,8 @@ standardises them with the training split's statistics saved in the checkpoint.
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from examples.cmath import checkpoint
-from examples.cmath.config import DataConfig, RunConfig
-from examples.cmath.data import read_dataset, split
-from examples.cmath.evaluate import predict_logits
-from examples.cmath.model import CMATH
-from fusionkit import IGNORE_INDEX, Dialogue, DialogueBatch, StreamCache
-from fusionkit.data import ConversationDataset, extraction_settings, manifest_dataset
+from fusionkit import IGNORE_INDEX, Dialogue, DialogueBatch, StreamCache, classification_report
+from fusionkit.data import ConversationDataset
 from fusionkit.data.dataset import Stats, standardize
-from fusionkit.data.text import meld_text_dataset
+from fusionkit.errors import DataError
+from fusionkit.metrics import ClassificationReport
+from fusionkit.models.cmath import checkpoint
+from fusionkit.models.cmath.config import RunConfig
+from fusionkit.models.cmath.evaluate import predict_logits
+from fusionkit.models.cmath.model import CMATH
 
 
 @dataclass(frozen=True)
@@ -66,20 +68,26 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> Predictor:
-        ckpt = checkpoint.load(path)
-        model, config, stats = checkpoint.restore(ckpt)
-        return cls(model, config, stats, ckpt.get("features", {}))
+        r = checkpoint.restore(path)
+        return cls(r.model, r.config, r.stats, r.features)
+
+    def read(self, path: str | None = None) -> ConversationDataset:
+        """New data of the checkpoint's kind, from ``path`` (default: its own data), read
+        as the training data were (features made with its extraction settings, its label
+        order) and split, not standardised (:meth:`predict` does that)."""
+        restored = checkpoint.Restored(self.model, self.config, self.stats, self.features)
+        return restored.reader(path, standardize=False)()
 
     def check(self, dialogues: Sequence[Dialogue]) -> None:
         """Fail, naming the dialogue, unless every dialogue has the checkpoint's modalities
         and widths."""
         if not dialogues:
-            raise ValueError("conversation: no dialogue to predict")
+            raise DataError("conversation: no dialogue to predict")
         expected = self.model.spec.input_dims
         for d in dialogues:
             widths = {m: int(x.shape[1]) for m, x in d.features.items()}
             if widths != expected:
-                raise ValueError(
+                raise DataError(
                     f"dialogue {d.id!r}: modalities and widths {widths} do not match the checkpoint's {expected}"
                 )
 
@@ -115,31 +123,6 @@ class Predictor:
         out = [self._result(d, probs[d.id], ids.get(d.id, range(len(d)))) for d in dialogues]
         return out[0] if single else out
 
-    def read(self, data: DataConfig) -> ConversationDataset:
-        """New data of the kind ``data`` names, read as the training data were: tables and
-        MELD's CSVs get their features made with the checkpoint's extraction settings (a
-        fine-tuned encoder is loaded, not trained again) and the model's label order."""
-        if data.dataset not in ("table", "meld-csv") or not self.features:
-            return split(read_dataset(data), data)
-        settings = extraction_settings(self.features)
-        if data.dataset == "table":
-            ds = manifest_dataset(
-                data.path,
-                label_names=self.label_names,
-                split="test",  # for a manifest without a split column: every dialogue is new
-                cache_dir=data.cache_dir,
-                on_error=data.on_error,
-                **settings,
-            )
-        else:
-            ds = meld_text_dataset(
-                data.path,
-                encoder=settings["text"].encoder,
-                cache_dir=data.cache_dir,
-                limit_dialogues=data.limit_dialogues,
-            )
-        return split(ds, data)
-
     def stream(self) -> StreamSession:
         """A session that predicts a dialogue utterance by utterance (causal models)."""
         return StreamSession(self)
@@ -156,6 +139,38 @@ class Predictor:
                 None if y == IGNORE_INDEX else names[y] for y in np.asarray(d.labels).tolist()
             ],
         )
+
+
+def write_predictions(results: list[DialoguePrediction], out: Path) -> None:
+    """``predictions.csv`` (one row per utterance) and ``predictions.json`` (per dialogue)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [row for r in results for row in r.rows()]
+    with open(out / "predictions.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    dialogues = [
+        {
+            "dialogue": r.dialogue,
+            "utterances": [{k: v for k, v in row.items() if k != "dialogue"} for row in r.rows()],
+        }
+        for r in results
+    ]
+    (out / "predictions.json").write_text(
+        json.dumps({"label_names": results[0].label_names, "dialogues": dialogues}, indent=2)
+    )
+
+
+def score_predictions(results: list[DialoguePrediction]) -> ClassificationReport | None:
+    """The classification report over the labelled utterances, or None if there are none."""
+    names = results[0].label_names
+    y = np.array(
+        [IGNORE_INDEX if t is None else names.index(t) for r in results for t in r.true_labels]
+    )
+    if (y == IGNORE_INDEX).all():
+        return None
+    p = np.concatenate([r.probabilities.argmax(-1) for r in results])
+    return classification_report(p, y, names)
 
 
 @dataclass(frozen=True)
@@ -179,7 +194,7 @@ class StreamSession:
     def __init__(self, predictor: Predictor):
         model = predictor.model
         if not model.config.causal:
-            raise ValueError(
+            raise DataError(
                 "stream: needs a causal model (train with --set model.causal=true); a "
                 "bidirectional model's predictions depend on utterances not yet spoken"
             )
@@ -195,7 +210,7 @@ class StreamSession:
         model, spec = self.predictor.model, self.predictor.model.spec
         unknown = sorted(set(features) - set(spec.input_dims))
         if unknown:
-            raise ValueError(
+            raise DataError(
                 f"features: unknown modalities {unknown}; the model has {sorted(spec.input_dims)}"
             )
         speaker_id = (
@@ -204,12 +219,12 @@ class StreamSession:
             else speaker
         )
         if not 0 <= speaker_id < spec.num_speakers:
-            raise ValueError(
+            raise DataError(
                 f"speaker: id {speaker_id} outside the model's {spec.num_speakers} speakers"
             )
         present = {m: features.get(m) is not None for m in spec.input_dims}
         if not any(present.values()):
-            raise ValueError("features: an utterance needs at least one modality")
+            raise DataError("features: an utterance needs at least one modality")
         rows = {}
         for m, width in spec.input_dims.items():
             x = (
@@ -218,7 +233,7 @@ class StreamSession:
                 else np.asarray(features[m], np.float32)
             )
             if x.shape != (width,):
-                raise ValueError(f"features[{m!r}]: expected shape ({width},), got {x.shape}")
+                raise DataError(f"features[{m!r}]: expected shape ({width},), got {x.shape}")
             rows[m] = x[None]
         d = Dialogue(
             id="stream",

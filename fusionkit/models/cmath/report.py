@@ -2,22 +2,46 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 HEADLINE = ("test_at_best_dev", "best_test_over_epochs")
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or None where the ``plots`` extra is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_results(results: dict, label_names: list[str], out: Path) -> None:
+    """``results.json``, and the confusion matrix at the best dev epoch and the curves as
+    PNG files (with the ``plots`` extra; without it, a line says they were not drawn)."""
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    if pyplot() is None:
+        print(f"{out}: no figures (pip install matplotlib, or the 'plots' extra, to draw them)")
+        return
+    best, epoch = results["test_at_best_dev"], results["best_dev_epoch"]
+    title = (
+        f"test at best dev epoch {epoch}: acc {best['accuracy']:.2f}, wF1 {best['weighted_f1']:.2f}"
+    )
+    plot_confusion(best["confusion"], label_names, out / "confusion.png", title)
+    plot_curves(results["history"], out / "curves.png", epoch)
 
 
 def plot_confusion(
     confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: Path, title: str
 ) -> None:
     """Row-normalised confusion matrix with counts, as a PNG."""
+    plt = pyplot()
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * n, 0.8 + 0.8 * n))
     totals = [max(sum(row), 1) for row in confusion]
@@ -46,6 +70,7 @@ def plot_confusion(
 
 def plot_curves(history: Sequence[dict], path: Path, best_epoch: int) -> None:
     """Training loss, and dev/test weighted F1 per epoch, as a PNG."""
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     left.plot(epochs, [h["train_loss"] for h in history], label="train loss")

@@ -3,8 +3,8 @@
 For each modality: the test report with that modality absent at 0, 25, 50, 75 and 100% of
 the utterances (drawn per utterance, seeded; marked absent through the presence masks, so
 the model knows), and with Gaussian noise added at several signal-to-noise ratios (on the
-standardised features, whose power is about 1 per feature). ``train.py --robustness
-CHECKPOINT`` writes the table (Markdown) and the plot (PNG).
+standardised features, whose power is about 1 per feature). ``fusionkit evaluate
+CHECKPOINT --robustness`` writes the table (Markdown) and the plot (PNG).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from examples.cmath.evaluate import predict_logits
 from fusionkit import Dialogue, classification_report
 from fusionkit.data import ConversationDataset
+from fusionkit.models.cmath.evaluate import predict_logits
 
 ABSENCE = (0.0, 0.25, 0.5, 0.75, 1.0)
 SNR_DB = (20.0, 10.0, 5.0, 0.0, -5.0)
@@ -109,11 +109,12 @@ def _cell(r: dict) -> str:
 
 def plot(curves: dict[str, list[dict]], path: Path) -> None:
     """Weighted F1 against absence rate and against SNR, one line per (model, modality)."""
-    import matplotlib
+    from fusionkit.models.cmath.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if plt is None:
+        print(f"{path}: not drawn (pip install matplotlib, or the 'plots' extra)")
+        return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, rows in curves.items():
         for m in sorted({r["modality"] for r in rows}):

@@ -1,16 +1,21 @@
-"""Train CMATH for one seed. A dialogue walks one way: data -> batch -> model (its loss
-included) -> optimizer; the objective's normaliser is computed once per step, here.
+"""Train CMATH for one seed: the whole step, top to bottom, in :func:`fit`.
 
-Under torchrun each step's dialogues are split across processes, the normaliser is summed
-over them, and DistributedDataParallel wraps the model itself, so two processes train to
-the figures of one.
+One step: a batch of dialogues -> (modality dropout) -> the model's outputs ->
+:func:`~fusionkit.models.cmath.model.objective` -> backward -> clip -> optimizer and
+learning-rate steps. Under torchrun each step's dialogues are split across processes, the
+objective's denominators (:func:`~fusionkit.models.cmath.model.loss_counts`) are summed
+over them, and DistributedDataParallel averages the gradients, so two processes train to
+the figures of one. Each epoch ends with dev and test reports; ``best.pt`` (weights and
+what prediction needs) is written when dev weighted F1 improves, ``state.pt`` (what
+resuming needs) every ``save_every`` epochs and at the end.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +25,15 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from examples.cmath import checkpoint, report
-from examples.cmath.config import RunConfig
-from examples.cmath.data import Stats
-from examples.cmath.evaluate import evaluate
-from examples.cmath.model import CMATH, DataSpec
-from fusionkit import batches
+from fusionkit import batches, length_buckets
+from fusionkit.augment import modality_dropout
 from fusionkit.data import ConversationDataset
+from fusionkit.data.dataset import Stats
+from fusionkit.errors import DivergenceError
+from fusionkit.models.cmath import checkpoint, report
+from fusionkit.models.cmath.config import RunConfig, TrainConfig
+from fusionkit.models.cmath.evaluate import evaluate
+from fusionkit.models.cmath.model import CMATH, DataSpec, loss_counts, objective
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,9 @@ class Distributed:
         return out
 
 
+ONE_PROCESS = Distributed()
+
+
 def device_for(name: str) -> torch.device:
     if name != "auto":
         return torch.device(name)
@@ -71,67 +81,28 @@ def device_for(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-@dataclass
-class Trainer:
-    """The model, what a step calls (the model, compiled and/or wrapped by DDP), the
-    optimizer and mixed-precision settings of one seed."""
+def epochs_for(tc: TrainConfig, train_dialogues: int) -> int:
+    """Epochs of the run: ``tc.epochs``, or, with a step budget, enough whole epochs for
+    ``tc.steps`` optimizer steps at ``tc.batch_size`` dialogues a step."""
+    if tc.steps is None:
+        return tc.epochs
+    return max(1, math.ceil(tc.steps / math.ceil(train_dialogues / tc.batch_size)))
 
-    model: CMATH
-    step: nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    amp_dtype: torch.dtype | None
-    device: torch.device
-    world: Distributed
 
-    @classmethod
-    def build(cls, config: RunConfig, ds: ConversationDataset, world: Distributed) -> Trainer:
-        tc = config.train
-        device = device_for(tc.device)
-        weights = ds.class_weights("train") if tc.class_weights else None
-        model = CMATH(config.model, DataSpec.of(ds), weights).to(device)
-        if tc.compile:
-            model.compile()
-        step = model
-        if world.size > 1:
-            ids = [device.index] if device.type == "cuda" else None
-            step = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
-        # The fused kernel: one pass over all parameters (the per-tensor loop took 2.8x as
-        # long on the CPU at hidden 256), on the devices PyTorch has it for.
-        fused = device.type in ("cpu", "cuda")
-        optimizer = opt_cls(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)
-        amp_dtype = None
-        if tc.amp and device.type == "cuda":
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-        return cls(model, step, optimizer, scaler, amp_dtype, device, world)
+def lr_factor(tc: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """The learning rate's multiplier at each optimizer step: a linear warmup over
+    ``tc.warmup`` of ``total_steps``, then constant or a cosine down to 0 at the end."""
+    warm = round(tc.warmup * total_steps)
 
-    def train_epoch(
-        self, dialogues: list, batch_size: int, grad_clip: float, order, *, desc: str, show: bool
-    ) -> float:
-        """One pass over ``dialogues`` in ``order`` (a progress bar if ``show``); returns
-        the mean step loss."""
-        self.model.train()
-        losses = []
-        steps = batches(dialogues, batch_size, order=order, shard=self.world.shard)
-        for batch in tqdm(steps, desc=desc, leave=False, disable=None if show else True):
-            batch = batch.to(self.device)
-            normalizer = self.world.all_sum(self.model.loss_counts(batch))
-            with torch.autocast(
-                self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None
-            ):
-                loss = self.step(batch, normalizer=normalizer).loss.total
-            self.optimizer.zero_grad(set_to_none=True)
-            # DDP averages gradients over processes; each loss is its share of the sum.
-            self.scaler.scale(loss * self.world.size).backward()
-            self.scaler.unscale_(self.optimizer)
-            if grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            losses.append(self.world.all_sum(loss.detach().float().clone()).item())
-        return float(np.mean(losses))
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if tc.schedule == "constant":
+            return 1.0
+        done = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+
+    return factor
 
 
 def fit(
@@ -141,77 +112,171 @@ def fit(
     seed: int,
     out: Path,
     *,
-    world: Distributed = Distributed(),
+    world: Distributed = ONE_PROCESS,
     resume: bool = False,
     quiet: bool = False,
     probe: dict | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Train one seed; writes ``out/{last,best}.pt``, ``results.json`` and the figures, and
-    returns the results (with the linear ``probe``'s, if given)."""
-    tc, main = config.train, world.rank == 0
+    """Train one seed; writes ``out/best.pt``, ``out/state.pt``, ``results.json`` and the
+    figures, and returns the results (with the linear ``probe``'s, if given).
+    ``on_epoch`` is called with each epoch's record (a search prunes trials there)."""
+    tc, main, show = config.train, world.rank == 0, world.rank == 0 and not quiet
     torch.manual_seed(seed)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    run = Trainer.build(config, ds, world)
+    device = device_for(tc.device)
+    weights = ds.class_weights("train") if tc.class_weights else None
+    model = CMATH(config.model, DataSpec.of(ds), weights).to(device)
+    if tc.compile:
+        model.compile()
+    step_fn = model  # what a step calls: the model, or DDP around it
+    if world.size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        step_fn = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+    # The fused kernel: one pass over all parameters (the per-tensor loop took 2.8x as
+    # long on the CPU at hidden 256), on the devices PyTorch has it for.
+    optimizer = opt_cls(
+        model.parameters(),
+        lr=tc.lr,
+        weight_decay=tc.weight_decay,
+        fused=device.type in ("cpu", "cuda"),
+    )
+    train = ds.split("train")
+    epochs = epochs_for(tc, len(train))
+    per_epoch = math.ceil(len(train) / tc.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc, epochs * per_epoch))
+    amp = None
+    if tc.amp and device.type == "cuda":
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+
     out.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "history": [], "best_dev": -1.0, "best": None, "best_test": None}
-    if resume and (out / "last.pt").exists():
-        ckpt = checkpoint.load(out / "last.pt", map_location=run.device)
-        run.model.load_state_dict(ckpt["model"])
-        run.optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"])
-        state = ckpt["state"]
-        if main and not quiet:
-            print(f"resumed {out / 'last.pt'} after epoch {state['epoch']}")
-    if main and not quiet:
-        print(run.model.describe())
-    train, started = ds.split("train"), time.time()
-    score = dict(device=run.device, shard=world.shard, gather=world.gather)
-    for epoch in range(state["epoch"] + 1, tc.epochs + 1):
-        order = np.random.default_rng([seed, epoch]).permutation(len(train))
-        desc, show = f"seed {seed} epoch {epoch}/{tc.epochs}", main and not quiet
-        loss = run.train_epoch(train, tc.batch_size, tc.grad_clip, order, desc=desc, show=show)
-        dev = evaluate(run.model, ds, "dev", tc.batch_size, **score)
-        test = evaluate(run.model, ds, "test", tc.batch_size, **score)
+    if resume and (out / "state.pt").exists():
+        saved = checkpoint.load(out / "state.pt", map_location=device)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"])
+        state = saved["state"]
+        if show:
+            print(f"resumed {out / 'state.pt'} after epoch {state['epoch']}")
+    if show:
+        print(model.describe())
+    best_weights = None
+    score = dict(device=device, shard=world.shard, gather=world.gather)
+    started = time.time()
+
+    def save_state() -> None:
+        resumable = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "state": state,
+        }
+        checkpoint.save(checkpoint.payload(model, config, stats, ds, **resumable), out / "state.pt")
+
+    for epoch in range(state["epoch"] + 1, epochs + 1):
+        rng = np.random.default_rng([seed, epoch])
+        if tc.bucket:
+            order = length_buckets([len(d) for d in train], tc.batch_size, rng)
+        else:
+            order = rng.permutation(len(train))
+        model.train()
+        losses, tick = [], time.perf_counter()
+        steps = batches(train, tc.batch_size, order=order, shard=world.shard)
+        for step, batch in enumerate(
+            tqdm(steps, desc=f"seed {seed} epoch {epoch}/{epochs}", leave=False, disable=not show)
+        ):
+            batch = batch.to(device)
+            presence = None
+            if model.config.modality_dropout > 0:
+                presence = modality_dropout(batch, model.config.modality_dropout)
+            normalizer = world.all_sum(loss_counts(batch, model.class_weights))
+            with torch.autocast(device.type, amp, enabled=amp is not None):
+                outputs = step_fn(batch, presence=presence)
+                loss = objective(model, outputs, batch, normalizer).total
+            optimizer.zero_grad(set_to_none=True)
+            # DDP averages gradients over processes; each loss is its share of the sum.
+            scaler.scale(loss * world.size).backward()
+            scaler.unscale_(optimizer)
+            norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or math.inf)
+            step_loss = world.all_sum(loss.detach().float().clone()).item()
+            if not math.isfinite(step_loss) or (not scaler.is_enabled() and not norm.isfinite()):
+                what = "loss" if not math.isfinite(step_loss) else "gradient norm"
+                raise DivergenceError(
+                    f"seed {seed}, epoch {epoch}, step {step + 1}: the {what} is not finite; "
+                    f"best.pt holds the best epoch so far and state.pt the last saved state "
+                    f"(lower train.lr, or check the data for extreme values)"
+                )
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(step_loss)
+        seconds = {"train": time.perf_counter() - tick}
+
+        tick = time.perf_counter()
+        dev = evaluate(model, ds, "dev", tc.batch_size, **score)
+        test = evaluate(model, ds, "test", tc.batch_size, **score)
+        seconds["evaluate"] = time.perf_counter() - tick
         record = {
             "epoch": epoch,
-            "train_loss": loss,
+            "train_loss": float(np.mean(losses)),
+            "lr": scheduler.get_last_lr()[0],
             "dev_accuracy": dev.accuracy,
             "dev_weighted_f1": dev.weighted_f1,
             "test_accuracy": test.accuracy,
             "test_weighted_f1": test.weighted_f1,
         }
-        state["history"].append(record)
-        state["epoch"] = epoch
         improved = dev.weighted_f1 > state["best_dev"]
         if improved:
             state["best_dev"] = dev.weighted_f1
             state["best"] = {"epoch": epoch, "dev": dev.to_dict(), "test": test.to_dict()}
+            best_weights = {
+                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            }
         if state["best_test"] is None or test.weighted_f1 > state["best_test"]["weighted_f1"]:
             state["best_test"] = {"epoch": epoch, **test.to_dict()}
-        if main:
-            saved = checkpoint.payload(
-                run.model, config, stats, ds.info.get("extraction", {}), seed=seed, epoch=epoch
+        stale = epoch - state["best"]["epoch"]
+        done = epoch == epochs or (tc.patience > 0 and stale >= tc.patience)
+        tick = time.perf_counter()
+        state["epoch"] = epoch
+        state["history"].append({**record, "seconds": seconds})
+        if main and improved:
+            checkpoint.save(
+                checkpoint.payload(model, config, stats, ds, epoch=epoch), out / "best.pt"
             )
-            if improved:
-                checkpoint.save(saved, out / "best.pt")
-            extra = {"optimizer": run.optimizer.state_dict(), "rng": torch.get_rng_state()}
-            checkpoint.save({**saved, **extra, "state": state}, out / "last.pt")
-        if main and not quiet:
+        if main and (done or epoch % tc.save_every == 0):
+            save_state()
+        seconds["checkpoint"] = time.perf_counter() - tick  # in this run's record only
+        if show:
             print(
-                f"seed {seed} epoch {epoch:3d}  loss {loss:.4f}  dev acc {dev.accuracy:5.2f} wF1 {dev.weighted_f1:5.2f}  "
+                f"seed {seed} epoch {epoch:3d}  loss {record['train_loss']:.4f}  "
+                f"dev acc {dev.accuracy:5.2f} wF1 {dev.weighted_f1:5.2f}  "
                 f"test acc {test.accuracy:5.2f} wF1 {test.weighted_f1:5.2f}"
                 + ("  *" if improved else "")
             )
-    results = _results(config, ds, run.model, state, seed, world, time.time() - started, probe)
+        if on_epoch is not None:
+            on_epoch(state["history"][-1])
+        if done:
+            if show and epoch < epochs:
+                print(f"seed {seed}: stopped early, {stale} epochs without a better dev wF1")
+            break
+    if best_weights is not None:  # the model leaves with its best epoch's weights
+        model.load_state_dict(best_weights)
+    figures = results(config, ds, model, state, seed, world, time.time() - started, probe)
     if main:
-        _write(results, ds.label_names, out)
-    return results
+        report.write_results(figures, ds.label_names, out)
+    return figures
 
 
-def _results(config, ds, model, state, seed, world, seconds, probe) -> dict:
+def results(config, ds, model, state, seed, world, seconds, probe) -> dict:
+    """The run's figures: the honest ``test_at_best_dev`` and the field's
+    ``best_test_over_epochs``, named as such, with the history and what was run."""
     best = state["best"]
-    results = {
+    out = {
         "seed": seed,
         "dataset": ds.name,
         "source": ds.source,
@@ -220,6 +285,7 @@ def _results(config, ds, model, state, seed, world, seconds, probe) -> dict:
         "config": config.to_dict(),
         "world_size": world.size,
         "seconds": seconds,
+        "epochs_run": state["epoch"],
         "best_dev_epoch": best["epoch"],
         "dev_at_best_dev": best["dev"],
         "test_at_best_dev": best["test"],
@@ -227,17 +293,5 @@ def _results(config, ds, model, state, seed, world, seconds, probe) -> dict:
         "history": state["history"],
     }
     if probe is not None:
-        results["linear_probe"] = probe
-    return results
-
-
-def _write(results: dict, label_names: list[str], out: Path) -> None:
-    """``results.json``, the confusion matrix at the best dev epoch, and the curves."""
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    best = results["test_at_best_dev"]
-    epoch = results["best_dev_epoch"]
-    title = (
-        f"test at best dev epoch {epoch}: acc {best['accuracy']:.2f}, wF1 {best['weighted_f1']:.2f}"
-    )
-    report.plot_confusion(best["confusion"], label_names, out / "confusion.png", title)
-    report.plot_curves(results["history"], out / "curves.png", epoch)
+        out["linear_probe"] = probe
+    return out

@@ -1,0 +1,240 @@
+"""Data sources: one dataclass per kind of data, holding only its own fields, with one
+``load()``; the registry :data:`SOURCES` names them, and :class:`Prepare` turns what a source
+loads into what a model trains on (modality subset, dev split, standardisation).
+
+A run configuration's ``[data]`` table names the source (``source = "table"``) and sets its
+fields; training, prediction, evaluation and the benchmarks all get data through
+:func:`load_data`, and a checkpoint's data are restored by the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from fusionkit.data.audio import AudioFeatures
+from fusionkit.data.dataset import ConversationDataset, Stats
+from fusionkit.data.finetune import FineTune
+from fusionkit.data.manifest import extraction_settings, manifest_dataset
+from fusionkit.data.pickles import read_feature_pickle
+from fusionkit.data.store import load_npz
+from fusionkit.data.synthetic import SyntheticConversations
+from fusionkit.data.text import DEFAULT_ENCODER, TextFeatures
+from fusionkit.errors import DataError, MissingFileError
+
+SOURCES: dict[str, type] = {}
+"""Source name (the ``[data]`` table's ``source``) -> its dataclass."""
+
+
+class Source:
+    """A kind of data: a dataclass of its own fields, ``name`` in :data:`SOURCES`."""
+
+    name: ClassVar[str]
+
+    def load(self) -> ConversationDataset:
+        """The dataset as read, before any split or standardisation."""
+        raise NotImplementedError
+
+    def reader_for(
+        self, extraction: dict, label_names: list[str]
+    ) -> Callable[[], ConversationDataset]:
+        """How a trained model reads new data of this kind: with the feature ``extraction``
+        settings its checkpoint records and its ``label_names``. Sources whose features are
+        read, not made (or a model trained without extraction settings), read them as
+        configured."""
+        return self.load
+
+
+def register(cls: type[Source]) -> type[Source]:
+    """Add a source dataclass to :data:`SOURCES` under its ``name``."""
+    SOURCES[cls.name] = cls
+    return cls
+
+
+def existing(path: str | None, source: str, *, folder: bool = False) -> Path:
+    """``path`` as a Path, or an error naming ``--data`` unless it is an existing file
+    (or ``folder``)."""
+    what = "folder" if folder else "file"
+    if path is None:
+        raise MissingFileError(f"--data: the {source!r} source needs a {what} (data.path)")
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(f"--data {p}: no such {what}")
+    if folder != p.is_dir():
+        raise DataError(f"--data {p}: expected a {what} for the {source!r} source")
+    return p
+
+
+@register
+@dataclass(frozen=True)
+class Synthetic(SyntheticConversations, Source):
+    """The built-in synthetic conversations (every :class:`SyntheticConversations` field)."""
+
+    name: ClassVar[str] = "synthetic"
+
+
+@register
+@dataclass
+class FeaturePickle(Source):
+    """The field's feature pickles (any published layout, detected from the content):
+    ``expect`` names the dataset the file must hold (None: either), ``text_layer`` the
+    RoBERTa layer of the four-layer layouts (or "mean")."""
+
+    name: ClassVar[str] = "pickle"
+    path: str | None = None
+    expect: Literal["iemocap", "meld"] | None = None
+    text_layer: int | Literal["mean"] = 0
+
+    def load(self) -> ConversationDataset:
+        ds = read_feature_pickle(existing(self.path, self.name), text=self.text_layer)
+        if self.expect is not None and ds.name != self.expect:
+            raise DataError(f"--data {self.path}: holds {ds.name} features, expected {self.expect}")
+        return ds
+
+
+@register
+@dataclass
+class Npz(Source):
+    """A dataset in fusionkit's npz format (:func:`fusionkit.data.save_npz`)."""
+
+    name: ClassVar[str] = "npz"
+    path: str | None = None
+
+    def load(self) -> ConversationDataset:
+        return load_npz(existing(self.path, self.name))
+
+
+@dataclass
+class TextSettings:
+    """How text features are made: a sentence-transformers ``encoder`` (name or folder),
+    frozen, or fine-tuned on the training split's labels first (``finetune``)."""
+
+    encoder: str = DEFAULT_ENCODER
+    finetune: bool = False
+    fine_tuning: FineTune = field(default_factory=FineTune)
+
+    def features(self) -> TextFeatures:
+        return TextFeatures(self.encoder, finetune=self.fine_tuning if self.finetune else None)
+
+
+@register
+@dataclass
+class MeldCsv(Source):
+    """MELD's three transcript CSVs (official splits), text features from a sentence
+    encoder, cached in ``cache_dir`` (default ``.fusionkit-cache`` here). ``limit_dialogues``
+    keeps the first N dialogues of every split, ``train_dialogues`` of train only (the
+    few-data regime)."""
+
+    name: ClassVar[str] = "meld-csv"
+    path: str | None = None
+    text: TextSettings = field(default_factory=TextSettings)
+    cache_dir: str | None = None
+    limit_dialogues: int | None = None
+    train_dialogues: int | None = None
+
+    def load(self) -> ConversationDataset:
+        from fusionkit.data.text import meld_text_dataset
+
+        text = self.text.features()
+        return meld_text_dataset(
+            existing(self.path, self.name, folder=True),
+            encoder=text.encoder,
+            finetune=text.finetune,
+            cache_dir=self.cache_dir,
+            limit_dialogues=self.limit_dialogues,
+            train_dialogues=self.train_dialogues,
+        )
+
+    def reader_for(self, extraction: dict, label_names: list[str]):
+        """MELD's CSVs encoded as ``extraction`` says (a fine-tuned encoder loaded, not
+        trained again)."""
+        from fusionkit.data.text import meld_text_dataset
+
+        if not extraction:
+            return self.load
+
+        text = extraction_settings(extraction)["text"]
+        return lambda: meld_text_dataset(
+            existing(self.path, self.name, folder=True),
+            encoder=text.encoder,
+            cache_dir=self.cache_dir,
+            limit_dialogues=self.limit_dialogues,
+            train_dialogues=self.train_dialogues,
+        )
+
+
+@register
+@dataclass
+class Table(Source):
+    """A manifest of your own conversations (CSV or JSON Lines; docs/own-conversations.md):
+    text features from a sentence encoder, openSMILE audio functionals (``audio_features``,
+    "none" for no audio), cached in ``cache_dir`` (default: beside the manifest).
+    ``label_names`` fixes the model's label order (None: sorted); ``on_error`` says what an
+    unusable recording becomes (an error, or that utterance's modality absent)."""
+
+    name: ClassVar[str] = "table"
+    path: str | None = None
+    label_names: list[str] | None = None
+    text: TextSettings = field(default_factory=TextSettings)
+    audio_features: Literal["eGeMAPSv02", "emobase", "ComParE_2016", "IS10", "none"] = "eGeMAPSv02"
+    on_error: Literal["raise", "absent"] = "raise"
+    cache_dir: str | None = None
+    split: str | None = None  # the split of every row of a manifest without a split column
+
+    def load(self) -> ConversationDataset:
+        features = {"text": self.text.features()}
+        if self.audio_features != "none":
+            features["audio"] = AudioFeatures(self.audio_features)
+        return self._read(features, self.label_names, self.split)
+
+    def reader_for(self, extraction: dict, label_names: list[str]):
+        """New conversations read as a model's training data were: ``extraction``'s
+        settings (a fine-tuned encoder loaded, not trained again), the model's
+        ``label_names``, every dialogue in test when the manifest has no split column."""
+        if not extraction:
+            return self.load
+        features = extraction_settings(extraction)
+        return lambda: self._read(features, label_names, self.split or "test")
+
+    def _read(self, features: dict, label_names, split) -> ConversationDataset:
+        return manifest_dataset(
+            existing(self.path, self.name),
+            features=features,
+            label_names=label_names,
+            split=split,
+            cache_dir=self.cache_dir,
+            on_error=self.on_error,
+        )
+
+
+@dataclass
+class Prepare:
+    """What a model trains on, from what a source loaded: ``modalities`` (None: all), a
+    seeded dev split of ``dev_fraction`` of train when the data have none, and per-feature
+    standardisation by the training split's statistics."""
+
+    modalities: list[str] | None = None
+    dev_fraction: float = 0.1
+    dev_seed: int = 0
+    standardize: bool = True
+
+    def split(self, ds: ConversationDataset) -> ConversationDataset:
+        """The modality subset, and the dev split if the data have none."""
+        if self.modalities is not None:
+            ds = ds.select_modalities(self.modalities)
+        if "train" not in ds.splits:
+            return ds
+        return ds.with_dev_split(self.dev_fraction, seed=self.dev_seed)
+
+    def __call__(
+        self, ds: ConversationDataset, stats: Stats | None = None
+    ) -> tuple[ConversationDataset, Stats | None]:
+        """:meth:`split`, then standardisation by ``stats`` (default: the training split's);
+        returns the dataset and the statistics used (None if ``standardize`` is off)."""
+        ds = self.split(ds)
+        if not self.standardize:
+            return ds, None
+        stats = ds.standardization("train") if stats is None else stats
+        return ds.standardized(stats=stats), stats

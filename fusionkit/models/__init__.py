@@ -1,0 +1,1 @@
+"""Complete models built from fusionkit's blocks, one folder each."""
