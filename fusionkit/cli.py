@@ -6,6 +6,7 @@
     fusionkit train --config my.toml --set model.hidden_dim=128 --epochs 5
     fusionkit train --ablations                              # the ablation table
     fusionkit features --dataset table --data manifest.csv   # extract and cache features only
+    fusionkit tune --dataset table --data manifest.csv --trials 30   # search on dev
     fusionkit predict runs/synthetic/seed0/best.pt --out predictions
     fusionkit evaluate runs/synthetic/seed0/best.pt --robustness
     torchrun --nproc_per_node 2 -m fusionkit train           # DistributedDataParallel
@@ -110,6 +111,26 @@ def evaluate(args: argparse.Namespace) -> None:
         )
 
 
+def tune(args: argparse.Namespace) -> None:
+    from fusionkit.models.cmath.run import load_data
+    from fusionkit.models.cmath.tune import tune as search
+
+    config = _config(args)
+    ds, stats = load_data(config)
+    out = Path(args.out or f"runs/tune-{args.dataset or Path(args.config or 'synthetic').stem}")
+    search(
+        config,
+        ds,
+        stats,
+        out,
+        trials=args.trials if args.trials or args.minutes else 20,
+        minutes=args.minutes,
+        storage=args.storage,
+        study=args.study,
+        quiet=args.quiet,
+    )
+
+
 def _data_flags(p: argparse.ArgumentParser) -> None:
     from fusionkit.models.cmath.config import config_names
 
@@ -151,6 +172,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", action="store_true", help="also report a per-utterance linear probe")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=train)
+
+    p = sub.add_parser(
+        "tune", parents=[common], help="search settings on dev (Optuna)", allow_abbrev=False
+    )
+    _data_flags(p)
+    p.add_argument("--trials", type=int, help="trials this process runs (default 20)")
+    p.add_argument("--minutes", type=float, help="stop starting trials after this long")
+    p.add_argument("--storage", help="Optuna database URL (default: sqlite study.db in --out)")
+    p.add_argument("--study", default="fusionkit", help="study name (shared by processes)")
+    p.add_argument("--out", help="folder for best.toml, trials.csv, importance.png")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=tune)
 
     p = sub.add_parser(
         "features", parents=[common], help="make and cache a source's features", allow_abbrev=False

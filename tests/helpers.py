@@ -12,7 +12,7 @@ from fusionkit.attention import triton_available
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 needs_triton = pytest.mark.skipif(
-    not triton_available(), reason="triton is not installed: pip install 'fusionkit[triton]'"
+    not triton_available(), reason="triton is not installed: pip install -e '.[triton]'"
 )
 needs_interpreter_or_gpu = pytest.mark.skipif(
     not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",

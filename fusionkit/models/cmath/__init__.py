@@ -18,7 +18,7 @@ from fusionkit.models.cmath.predictor import (
     StreamSession,
     UtterancePrediction,
 )
-from fusionkit.models.cmath.train import fit
+from fusionkit.models.cmath.train import Fitted, fit
 
 __all__ = [
     "CMATH",
@@ -27,6 +27,7 @@ __all__ = [
     "CMATHOutput",
     "DataSpec",
     "DialoguePrediction",
+    "Fitted",
     "Predictor",
     "Restored",
     "RunConfig",

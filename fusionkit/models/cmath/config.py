@@ -43,21 +43,24 @@ def config_names() -> list[str]:
 class TrainConfig:
     """How a model is trained: the budget, the schedule, the optimizer, the checkpoints.
 
-    Training runs for ``epochs`` epochs, or, with ``steps`` set, for that many optimizer
-    steps (rounded up to whole epochs); ``patience`` stops it early after that many epochs
-    without a better dev weighted F1 (0: never). The learning rate warms up linearly over
-    ``warmup`` of the steps, then follows ``schedule``.
+    The defaults are fusionkit's recipe for data nobody tuned for (docs/results.md,
+    "The default recipe"): AdamW, a linear warmup over ``warmup`` of the steps then a
+    cosine to 0, a budget in optimizer steps, early stopping on dev weighted F1 after
+    ``patience`` epochs without a better one (0: never), the best epoch's weights kept.
+    The budget: ``epochs`` when set (the field's published configurations count epochs),
+    else ``steps`` when set, else 20 epochs' worth of steps, at least 500 and at most 3,000
+    (:func:`fusionkit.models.cmath.train.budget`); rounded up to whole epochs.
     """
 
-    epochs: int = 20
+    epochs: int | None = None
     steps: int | None = None
-    patience: int = 0
+    patience: int = 10
     batch_size: int = 8
     lr: float = 1e-3
-    schedule: Literal["constant", "cosine"] = "constant"
-    warmup: float = 0.0  # share of the steps
-    weight_decay: float = 1e-5
-    optimizer: Literal["adam", "adamw"] = "adam"
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup: float = 0.05  # share of the steps
+    weight_decay: float = 1e-2
+    optimizer: Literal["adam", "adamw"] = "adamw"
     grad_clip: float = 1.0
     class_weights: bool = True  # inverse class frequencies of the training split
     bucket: bool = False  # batches of dialogues of similar length (order shuffled per epoch)
@@ -68,6 +71,19 @@ class TrainConfig:
     device: str = "auto"
     probe: bool = False  # also fit a per-utterance linear probe on the same features
     save_every: int = 10  # epochs between resumable states (state.pt); also at the end
+
+    def __post_init__(self):
+        positive = {"batch_size": self.batch_size, "save_every": self.save_every, "lr": self.lr}
+        positive.update(
+            {k: v for k, v in (("epochs", self.epochs), ("steps", self.steps)) if v is not None}
+        )
+        bad = {k: v for k, v in positive.items() if v <= 0}
+        if bad:
+            raise ConfigError(f"train: expected > 0, got {bad}")
+        if self.patience < 0 or not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(
+                f"train: patience >= 0 and warmup in [0, 1) expected, got {self.patience}, {self.warmup}"
+            )
 
 
 @dataclass

@@ -43,7 +43,7 @@ def run_seeds(
             resume=resume,
             quiet=quiet,
             probe=probe,
-        )
+        ).results
         for s in config.train.seeds
     ]
     summary = {"seeds": config.train.seeds, **report.summarize(runs)}

@@ -37,6 +37,15 @@ from fusionkit.models.cmath.model import CMATH, DataSpec, loss_counts, objective
 
 
 @dataclass(frozen=True)
+class Fitted:
+    """A trained seed: its ``results`` (what ``results.json`` holds) and the ``model`` with
+    its best epoch's weights."""
+
+    results: dict
+    model: CMATH
+
+
+@dataclass(frozen=True)
 class Distributed:
     """This process's place among the processes of a run (one process: rank 0 of 1)."""
 
@@ -81,12 +90,22 @@ def device_for(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def budget(steps_per_epoch: int) -> int:
+    """The default budget in optimizer steps: 20 epochs' worth, at least 500 and at most
+    3,000. Few dialogues still get enough updates to train (a 151-dialogue manifest at 8 a
+    step is 19 steps an epoch: 20 epochs are 380 steps), and a large corpus does not pay
+    for epochs it does not need."""
+    return min(3000, max(500, 20 * steps_per_epoch))
+
+
 def epochs_for(tc: TrainConfig, train_dialogues: int) -> int:
-    """Epochs of the run: ``tc.epochs``, or, with a step budget, enough whole epochs for
-    ``tc.steps`` optimizer steps at ``tc.batch_size`` dialogues a step."""
-    if tc.steps is None:
+    """Epochs of the run: ``tc.epochs`` if set, else enough whole epochs for ``tc.steps``
+    (default: :func:`budget`) optimizer steps at ``tc.batch_size`` dialogues a step."""
+    if tc.epochs is not None:
         return tc.epochs
-    return max(1, math.ceil(tc.steps / math.ceil(train_dialogues / tc.batch_size)))
+    per_epoch = math.ceil(train_dialogues / tc.batch_size)
+    steps = tc.steps if tc.steps is not None else budget(per_epoch)
+    return max(1, math.ceil(steps / per_epoch))
 
 
 def lr_factor(tc: TrainConfig, total_steps: int) -> Callable[[int], float]:
@@ -117,10 +136,11 @@ def fit(
     quiet: bool = False,
     probe: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
-) -> dict:
+) -> Fitted:
     """Train one seed; writes ``out/best.pt``, ``out/state.pt``, ``results.json`` and the
-    figures, and returns the results (with the linear ``probe``'s, if given).
-    ``on_epoch`` is called with each epoch's record (a search prunes trials there)."""
+    figures, and returns the results (with the linear ``probe``'s, if given) and the model
+    at its best epoch. ``on_epoch`` is called with each epoch's record (a search prunes
+    trials there)."""
     tc, main, show = config.train, world.rank == 0, world.rank == 0 and not quiet
     torch.manual_seed(seed)
     if tc.deterministic:
@@ -269,7 +289,7 @@ def fit(
     figures = results(config, ds, model, state, seed, world, time.time() - started, probe)
     if main:
         report.write_results(figures, ds.label_names, out)
-    return figures
+    return Fitted(figures, model)
 
 
 def results(config, ds, model, state, seed, world, seconds, probe) -> dict:

@@ -1,0 +1,187 @@
+"""A search over the settings that matter, with Optuna: TPE sampling, trials pruned on dev
+weighted F1 as they train, a budget in trials or minutes, scored on dev only.
+
+Each trial trains the configuration with the sampled settings (:data:`SPACE`) for its first
+seed; its score is the best dev weighted F1 of its epochs (test figures are never looked
+at). The study lives in a database: an SQLite file by default, or any URL Optuna's storage
+takes (``postgresql://...``), so that several processes or machines can share one study by
+naming the same ``--storage`` and ``--study``. Written to the output folder: ``best.toml``
+(a configuration ``fusionkit train --config`` reads), ``trials.csv`` and ``importance.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from fusionkit.data import ConversationDataset
+from fusionkit.data.dataset import Stats
+from fusionkit.errors import ConfigError
+from fusionkit.models.cmath.config import RunConfig
+from fusionkit.models.cmath.report import pyplot
+from fusionkit.models.cmath.train import fit
+
+SPACE: dict[str, Callable] = {
+    "train.lr": lambda t: t.suggest_float("train.lr", 1e-4, 3e-3, log=True),
+    "train.weight_decay": lambda t: t.suggest_float("train.weight_decay", 1e-5, 1e-1, log=True),
+    "model.dropout": lambda t: t.suggest_float("model.dropout", 0.0, 0.6),
+    "model.hidden_dim": lambda t: t.suggest_categorical("model.hidden_dim", [32, 64, 128, 256]),
+    "model.modality_dropout": lambda t: t.suggest_float("model.modality_dropout", 0.0, 0.5),
+    "model.alpha": lambda t: t.suggest_float("model.alpha", 1e-4, 1e-2, log=True),
+    "model.beta": lambda t: t.suggest_float("model.beta", 1e-3, 1e-1, log=True),
+    "model.gamma": lambda t: t.suggest_float("model.gamma", 0.1, 3.0, log=True),
+}
+"""Config key -> how a trial samples it: learning rate, weight decay, dropout, hidden width,
+modality dropout and the loss weights (reconstruction alpha, KL beta, distillation gamma)."""
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError as e:
+        raise ImportError("fusionkit tune needs the 'tune' extra: pip install -e '.[tune]'") from e
+    return optuna
+
+
+def with_params(config: RunConfig, params: dict) -> RunConfig:
+    """``config`` with ``section.key`` values of ``params`` set."""
+    sections: dict[str, dict] = {}
+    for key, value in params.items():
+        section, name = key.split(".")
+        sections.setdefault(section, {})[name] = value
+    return replace(config, **{s: replace(getattr(config, s), **v) for s, v in sections.items()})
+
+
+def storage_for(url: str | None, out: Path):
+    """Optuna storage at ``url`` (default: ``study.db`` in ``out``); SQLite waits for a
+    lock held by another process instead of failing at once."""
+    optuna = _optuna()
+    url = url or f"sqlite:///{(out / 'study.db').absolute()}"
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def _create(optuna, name: str, storage, sampler, pruner, attempts: int = 5):
+    """The study ``name`` in ``storage``, created or joined. Processes started together
+    may race to create the database's tables: a lock or an existing table is waited out."""
+
+    def create():
+        return optuna.create_study(
+            study_name=name,
+            storage=storage,
+            direction="maximize",
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+
+    for attempt in range(attempts - 1):
+        try:
+            return create()
+        except Exception as e:  # SQLAlchemy's OperationalError / IntegrityError
+            if not any(w in str(e) for w in ("locked", "exists", "UNIQUE")):
+                raise
+            time.sleep(1 + attempt)
+    return create()
+
+
+def tune(
+    config: RunConfig,
+    ds: ConversationDataset,
+    stats: Stats | None,
+    out: Path,
+    *,
+    trials: int | None = 20,
+    minutes: float | None = None,
+    storage: str | None = None,
+    study: str = "fusionkit",
+    space: tuple[str, ...] = tuple(SPACE),
+    quiet: bool = True,
+):
+    """Run trials until ``trials`` (this process's) or ``minutes`` are spent; write the
+    outputs of the whole study (every process's trials) to ``out``; return the study."""
+    optuna = _optuna()
+    unknown = sorted(set(space) - set(SPACE))
+    if unknown or (trials is None and minutes is None):
+        raise ConfigError(
+            f"tune: unknown settings {unknown} (known: {sorted(SPACE)})"
+            if unknown
+            else "tune: give a budget, --trials or --minutes"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    seed = config.train.seeds[0]
+    sampler = optuna.samplers.TPESampler(seed=seed + os.getpid() % 1000)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
+    found = _create(optuna, study, storage_for(storage, out), sampler, pruner)
+
+    def objective(trial) -> float:
+        params = {key: SPACE[key](trial) for key in space}
+        trial.set_user_attr("pid", os.getpid())
+        run = replace(with_params(config, params), train=replace(config.train, seeds=[seed]))
+
+        def report(record: dict) -> None:
+            trial.report(record["dev_weighted_f1"], record["epoch"])
+            if trial.should_prune():
+                raise optuna.TrialPruned
+
+        result = fit(
+            run, ds, stats, seed, out / f"trial{trial.number}", quiet=quiet, on_epoch=report
+        )
+        return result.results["dev_at_best_dev"]["weighted_f1"]
+
+    timeout = None if minutes is None else minutes * 60
+    started = time.time()
+    found.optimize(objective, n_trials=trials, timeout=timeout, gc_after_trial=True)
+    write_outputs(found, config, out)
+    if not quiet:
+        print(
+            f"{len(found.trials)} trials in {time.time() - started:.0f} s; best dev wF1 "
+            f"{found.best_value:.2f} with {found.best_params} -> {out / 'best.toml'}"
+        )
+    return found
+
+
+def write_outputs(study, config: RunConfig, out: Path) -> None:
+    """``best.toml`` (the base configuration with the best trial's settings), ``trials.csv``
+    (one row a trial: number, state, dev weighted F1, seconds, settings) and
+    ``importance.png`` (each setting's importance, Optuna's fANOVA), for the whole study."""
+    import tomli_w
+
+    optuna = _optuna()
+    best = with_params(config, study.best_params)
+    (out / "best.toml").write_text(
+        f"# fusionkit tune: study {study.study_name!r}, best of {len(study.trials)} trials, "
+        f"dev weighted F1 {study.best_value:.2f}\n" + tomli_w.dumps(_toml(best.to_dict()))
+    )
+    names = sorted({k for t in study.trials for k in t.params})
+    with open(out / "trials.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["number", "state", "dev_weighted_f1", "seconds", *names])
+        for t in study.trials:
+            seconds = t.duration.total_seconds() if t.duration else ""
+            writer.writerow(
+                [t.number, t.state.name, t.value, seconds, *(t.params.get(k) for k in names)]
+            )
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    plt = pyplot()
+    if plt is None or len(done) < 2:
+        return
+    importance = optuna.importance.get_param_importances(study)
+    fig, ax = plt.subplots(figsize=(6, 0.4 + 0.35 * len(importance)))
+    ax.barh(list(importance)[::-1], list(importance.values())[::-1])
+    ax.set_xlabel("importance for dev weighted F1 (fANOVA)")
+    ax.set_title(f"{len(done)} completed trials", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "importance.png", dpi=120)
+    plt.close(fig)
+
+
+def _toml(value):
+    """``value`` with None dropped (TOML has no null: a missing key takes its default)."""
+    if isinstance(value, dict):
+        return {k: _toml(v) for k, v in value.items() if v is not None}
+    return value
