@@ -89,6 +89,14 @@ def predict(args: argparse.Namespace) -> None:
     write_predictions(results, out)
     n = sum(len(r.labels) for r in results)
     print(f"{n} utterances of {len(results)} dialogues -> {out}/predictions.csv, .json")
+    if not results[0].modalities:
+        print(f"reliance: not defined for fusion {predictor.model.config.fusion!r} (no precisions)")
+    if args.html:
+        from fusionkit.conversation_report import conversation_report
+
+        title = f"{Path(args.checkpoint).name} on {ds.name}"
+        (out / "report.html").write_text(conversation_report(results, title=title))
+        print(f"conversation report -> {out / 'report.html'}")
     scored = score_predictions(results)
     if scored is not None:
         (out / "report.json").write_text(json.dumps(scored.to_dict(), indent=2))
@@ -198,6 +206,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data of the checkpoint's kind (default: its own data)")
     p.add_argument("--split", help="predict this split only (default: every dialogue)")
     p.add_argument("--out", default="predictions", help="folder for predictions.csv/json")
+    p.add_argument("--html", action="store_true", help="also write report.html (self-contained)")
     p.set_defaults(run=predict)
 
     p = sub.add_parser(

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fusionkit import Dialogue, cli
-from fusionkit.errors import DataError
+from fusionkit.errors import DataError, NonFiniteError
 from fusionkit.models.cmath import CMATH, DataSpec, Predictor, RunConfig, checkpoint, override
 from fusionkit.models.cmath.run import load_data
 from tests.helpers import TINY
@@ -115,7 +115,91 @@ def test_stream_session_equals_offline_causal_prediction(saved, tmp_path):
         np.testing.assert_allclose(
             step.probabilities, offline.probabilities[i], rtol=1e-4, atol=1e-5
         )
+        np.testing.assert_allclose(step.reliance, offline.reliance[i], rtol=1e-4, atol=1e-5)
+        assert step.prior_share == pytest.approx(offline.prior_share[i], rel=1e-4)
+        assert step.if_absent == {m: v[i] for m, v in offline.if_absent.items()}
+        for m, drop in offline.if_absent_drop.items():
+            assert step.if_absent_drop[m] == pytest.approx(drop[i], abs=1e-4)
     with pytest.raises(ValueError, match="stream: needs a causal model"):
         Predictor.from_checkpoint(saved[0]).stream()
     with pytest.raises(ValueError, match=r"features\['text'\]: expected shape \(12,\)"):
         session.push({"text": np.zeros(3), "audio": np.zeros(10)}, speaker=0)
+    nan = np.full(12, np.nan)
+    with pytest.raises(NonFiniteError, match=rf"features\['text'\]: utterance {len(d)} holds NaN"):
+        session.push({"text": nan, "audio": np.zeros(10)}, speaker=0)
+
+
+def test_reliance_columns_are_the_models_precision_shares(saved):
+    """reliance_<m> against a float64 computation from the fusion's log-variance heads on
+    the model's own fine-grained representations: each central branch's mean share of the
+    posterior precision, renormalised without the prior."""
+    path, model, ds, raw = saved
+    result = Predictor.from_checkpoint(path).predict(raw.split("test")[0])
+    d = ds.dialogues[result.dialogue]
+    from fusionkit import DialogueBatch
+
+    batch = DialogueBatch.collate([d])
+    with torch.no_grad():
+        out = model.eval()(batch)
+        names = sorted(out.fine)
+        logvar = torch.stack([model.fusion.logvar[k](out.fine[c]) for k, c in enumerate(names)])
+    precision = logvar.double().clamp(-10, 10).neg().exp()[:, 0]  # (k, t, d)
+    total = 1.0 + precision.sum(0)
+    shares = (precision / total).mean(-1).T  # (t, k)
+    prior = (1.0 / total).mean(-1)
+    assert result.modalities == names == ["audio", "text"]
+    np.testing.assert_allclose(result.prior_share, prior.numpy(), rtol=1e-4)
+    expected = shares / (1 - prior)[:, None]
+    np.testing.assert_allclose(result.reliance, expected.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(result.reliance.sum(-1), 1.0, rtol=1e-5)
+    row = result.rows()[0]
+    assert row["reliance_audio"] + row["reliance_text"] == pytest.approx(1.0)
+    assert row["prior_share"] == pytest.approx(float(prior[0]), rel=1e-4)
+
+
+def test_if_absent_is_the_models_own_absence_path(saved):
+    path, _, _, raw = saved
+    predictor = Predictor.from_checkpoint(path)
+    d = raw.split("test")[0]
+    result = predictor.predict(d)
+    hidden = Dialogue(
+        d.id, d.features, d.speakers, d.labels, presence={"audio": np.zeros(len(d), bool)}
+    )
+    without_audio = predictor.predict(hidden)
+    assert result.if_absent["audio"] == without_audio.labels
+    k = result.probabilities.argmax(-1)
+    rows = np.arange(len(d))
+    drop = result.probabilities[rows, k] - without_audio.probabilities[rows, k]
+    np.testing.assert_allclose(result.if_absent_drop["audio"], drop, atol=1e-6)
+    # already absent: hiding it again changes nothing
+    assert without_audio.if_absent["audio"] == without_audio.labels
+    np.testing.assert_allclose(without_audio.if_absent_drop["audio"], 0.0, atol=1e-7)
+    assert {"if_absent_audio", "drop_if_absent_text"} <= set(result.rows()[0])
+
+
+def test_a_fusion_without_precisions_reports_no_reliance(tmp_path):
+    config = override(RunConfig(), [*SMALL, "model.fusion='concat'"])
+    ds, stats = load_data(config)
+    model = CMATH(config.model, DataSpec.of(ds))
+    path = tmp_path / "concat.pt"
+    checkpoint.save(checkpoint.payload(model, config, stats, ds), path)
+    result = Predictor.from_checkpoint(path).predict(config.data.load().split("test")[0])
+    assert result.reliance is None and result.modalities == []
+    row = result.rows()[0]
+    assert row["prior_share"] is None and not any(k.startswith("reliance_") for k in row)
+    assert set(result.if_absent) == {"audio", "text"}  # what-if needs no precisions
+
+
+def test_non_finite_features_are_refused_where_they_come_in(saved):
+    path, _, _, raw = saved
+    predictor = Predictor.from_checkpoint(path)
+    d = raw.split("test")[0]
+    text = d.features["text"].copy()
+    text[1, 3] = np.nan
+    bad = Dialogue(d.id, {**d.features, "text": text}, d.speakers, d.labels)
+    with pytest.raises(NonFiniteError, match=rf"dialogue '{d.id}', utterance 1: text features"):
+        predictor.predict(bad)
+    absent = Dialogue(
+        d.id, bad.features, d.speakers, d.labels, presence={"text": np.arange(len(d)) != 1}
+    )
+    assert np.isfinite(predictor.predict(absent).probabilities).all()  # NaN where absent: ignored

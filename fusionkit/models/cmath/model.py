@@ -140,6 +140,10 @@ class CMATHOutput:
     reconstruction_loss: Tensor
     kl: Tensor
     presence: dict[str, Tensor]
+    # product-of-experts fusion only: each central branch's share of the posterior
+    # precision, then the prior's (b, t, centrals + 1), columns named by share_names
+    shares: Tensor | None = None
+    share_names: tuple[str, ...] | None = None
 
 
 class CMATH(nn.Module):
@@ -351,6 +355,8 @@ class CMATH(nn.Module):
             reconstruction_loss=rec_loss,
             kl=kl,
             presence=presence,
+            shares=fused.shares if self.variational else None,
+            share_names=fused.share_names if self.variational else None,
         )
 
     def _stream_presence(self, cma: CMATransformer, presence: Mapping[str, Tensor]):

@@ -1,4 +1,5 @@
-"""Emotions of new conversations from a trained CMATH checkpoint, offline or as they unfold.
+"""Emotions of new conversations from a trained CMATH checkpoint, offline or as they unfold,
+with what each prediction leaned on.
 
     predictor = Predictor.from_checkpoint("runs/synthetic/seed0/best.pt")
     result = predictor.predict(dialogue)        # a Dialogue -> DialoguePrediction
@@ -7,7 +8,16 @@
     step = session.push(utterance)
 
 Inputs are raw features, as the checkpoint's data reader gives them: the predictor
-standardises them with the training split's statistics saved in the checkpoint.
+standardises them with the training split's statistics saved in the checkpoint, and refuses
+NaN or infinity in a present utterance's features.
+
+Every prediction comes with an explanation (docs/predict.md, "What a prediction leaned on"):
+``reliance`` (t, centrals), each central modality's branch's share of the fused posterior's
+precision, renormalised without the prior (whose share is ``prior_share``), for the
+product-of-experts fusion (None for fusions without precisions); and ``if_absent``, the
+label the model predicts with each modality marked absent through its presence masks (the
+model's own absence path), with ``if_absent_drop``, the fall of the predicted class's
+probability.
 """
 
 from __future__ import annotations
@@ -21,20 +31,80 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fusionkit import IGNORE_INDEX, Dialogue, DialogueBatch, StreamCache, classification_report
+from fusionkit import (
+    IGNORE_INDEX,
+    Dialogue,
+    DialogueBatch,
+    StreamCache,
+    batches,
+    classification_report,
+)
 from fusionkit.data import ConversationDataset
 from fusionkit.data.dataset import Stats, standardize
-from fusionkit.errors import DataError
+from fusionkit.data.finite import refuse_nonfinite
+from fusionkit.errors import DataError, NonFiniteError
 from fusionkit.metrics import ClassificationReport
 from fusionkit.models.cmath import checkpoint
 from fusionkit.models.cmath.config import RunConfig
-from fusionkit.models.cmath.evaluate import predict_logits
 from fusionkit.models.cmath.model import CMATH
 
 
 @dataclass(frozen=True)
+class Explained:
+    """A batch's probabilities (b, t, classes), the fusion's ``shares`` (b, t, experts + 1)
+    named by ``share_names`` (None without precisions), and per modality the probabilities
+    with that modality marked absent."""
+
+    probabilities: np.ndarray
+    shares: np.ndarray | None
+    share_names: tuple[str, ...] | None
+    if_absent: dict[str, np.ndarray]
+
+    def reliance(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(reliance (b, t, experts) summing to 1 over experts, the prior's share (b, t)),
+        or None without precisions. NaN where no expert is present."""
+        if self.shares is None:
+            return None
+        experts, prior = self.shares[..., :-1], self.shares[..., -1]
+        left = (1.0 - prior)[..., None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(left > 1e-6, experts / left, np.nan), prior
+
+
+@torch.no_grad()
+def explain(
+    model: CMATH, batch: DialogueBatch, caches: Mapping[str | None, StreamCache] | None = None
+) -> Explained:
+    """The model on ``batch`` (eval mode), and on ``batch`` with each modality marked absent
+    at every utterance. Streaming, ``caches`` holds one cache per world: ``None`` the real
+    dialogue's, and each modality's the dialogue without that modality, so a what-if step
+    sees a past without it too, as the offline what-if does."""
+    model.eval()
+    presence = {m: batch.present(m) for m in model.modalities}
+    caches = caches or {}
+
+    def run(present: dict, world: str | None):
+        out = model.encode(
+            batch.features,
+            mask=batch.mask,
+            speakers=batch.speakers,
+            presence=present,
+            cache=caches.get(world),
+        )
+        return out, out.logits.float().softmax(-1).cpu().numpy()
+
+    if_absent = {
+        m: run({**presence, m: torch.zeros_like(presence[m])}, m)[1] for m in model.modalities
+    }
+    out, probs = run(presence, None)
+    shares = None if out.shares is None else out.shares.float().cpu().numpy()
+    return Explained(probs, shares, out.share_names, if_absent)
+
+
+@dataclass(frozen=True)
 class DialoguePrediction:
-    """One dialogue's predictions: per utterance the label and every class probability."""
+    """One dialogue's predictions: per utterance the label, every class probability, and
+    what the prediction leaned on (see the module docstring)."""
 
     dialogue: str
     utterances: list[str]  # utterance ids (positions "0", "1", ... when the data have none)
@@ -42,21 +112,43 @@ class DialoguePrediction:
     probabilities: np.ndarray  # (t, classes), rows sum to 1
     label_names: list[str]
     true_labels: list[str | None]  # the data's labels, None where unlabelled
+    modalities: list[str]  # reliance's columns: the fusion's experts (central modalities)
+    reliance: np.ndarray | None  # (t, modalities), rows sum to 1; None: no precisions
+    prior_share: np.ndarray | None  # (t,)
+    if_absent: dict[str, list[str]]  # modality -> the label predicted without it
+    if_absent_drop: dict[str, np.ndarray]  # modality -> (t,) fall of the predicted p
+    speakers: list[str] | None = None
+    texts: list[str | None] | None = None
 
     def rows(self) -> list[dict]:
-        """One dict per utterance: ids, predicted and true label, a probability per class."""
-        return [
-            {
-                "dialogue": self.dialogue,
-                "utterance": u,
-                "predicted": p,
-                "label": y,
-                **{f"p_{n}": float(v) for n, v in zip(self.label_names, probs)},
-            }
-            for u, p, y, probs in zip(
-                self.utterances, self.labels, self.true_labels, self.probabilities
-            )
-        ]
+        """One dict per utterance: ids, speaker and text where known, predicted and true
+        label, a probability per class, ``reliance_<m>`` and ``prior_share`` (empty where
+        not defined), ``if_absent_<m>`` and ``drop_if_absent_<m>``."""
+        out = []
+        for i, (u, p, y, probs) in enumerate(
+            zip(self.utterances, self.labels, self.true_labels, self.probabilities)
+        ):
+            row = {"dialogue": self.dialogue, "utterance": u}
+            if self.speakers is not None:
+                row["speaker"] = self.speakers[i]
+            if self.texts is not None:
+                row["text"] = self.texts[i]
+            row.update(predicted=p, label=y)
+            row.update({f"p_{n}": float(v) for n, v in zip(self.label_names, probs)})
+            for j, m in enumerate(self.modalities):
+                row[f"reliance_{m}"] = (
+                    None if self.reliance is None else _number(self.reliance[i, j])
+                )
+            row["prior_share"] = None if self.prior_share is None else _number(self.prior_share[i])
+            for m, labels in self.if_absent.items():
+                row[f"if_absent_{m}"] = labels[i]
+                row[f"drop_if_absent_{m}"] = float(self.if_absent_drop[m][i])
+            out.append(row)
+        return out
+
+
+def _number(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
 
 
 class Predictor:
@@ -80,7 +172,7 @@ class Predictor:
 
     def check(self, dialogues: Sequence[Dialogue]) -> None:
         """Fail, naming the dialogue, unless every dialogue has the checkpoint's modalities
-        and widths."""
+        and widths and finite features at its present utterances."""
         if not dialogues:
             raise DataError("conversation: no dialogue to predict")
         expected = self.model.spec.input_dims
@@ -90,17 +182,11 @@ class Predictor:
                 raise DataError(
                     f"dialogue {d.id!r}: modalities and widths {widths} do not match the checkpoint's {expected}"
                 )
+        refuse_nonfinite(dialogues, where="conversation")
 
     def standardize(self, dialogues: Sequence[Dialogue]) -> list[Dialogue]:
         """The dialogues shifted and scaled by the training split's statistics."""
         return [d if self.stats is None else standardize(d, self.stats) for d in dialogues]
-
-    def probabilities(
-        self, dialogues: Sequence[Dialogue], batch_size: int = 16
-    ) -> dict[str, np.ndarray]:
-        """Class probabilities (t, classes) per dialogue id of already standardised dialogues."""
-        logits = predict_logits(self.model, dialogues, batch_size, torch.device("cpu"))
-        return {k: torch.from_numpy(v).softmax(-1).numpy() for k, v in logits.items()}
 
     def predict(
         self,
@@ -110,34 +196,51 @@ class Predictor:
     ) -> DialoguePrediction | list[DialoguePrediction]:
         """Predictions for one dialogue (a :class:`DialoguePrediction`) or for every dialogue
         of a dataset or list (a list, in order)."""
-        single, ids = isinstance(conversation, Dialogue), {}
+        single, info = isinstance(conversation, Dialogue), {}
         if isinstance(conversation, ConversationDataset):
-            dialogues, ids = (
-                list(conversation.dialogues.values()),
-                conversation.info.get("utterance_ids", {}),
-            )
+            dialogues, info = list(conversation.dialogues.values()), conversation.info
         else:
             dialogues = [conversation] if single else list(conversation)
         self.check(dialogues)
-        probs = self.probabilities(self.standardize(dialogues), batch_size)
-        out = [self._result(d, probs[d.id], ids.get(d.id, range(len(d)))) for d in dialogues]
+        out = []
+        for batch in batches(self.standardize(dialogues), batch_size):
+            explained = explain(self.model, batch)
+            for i in range(len(batch.ids)):
+                out.append(self._result(dialogues[len(out)], explained, i, info))
         return out[0] if single else out
 
     def stream(self) -> StreamSession:
         """A session that predicts a dialogue utterance by utterance (causal models)."""
         return StreamSession(self)
 
-    def _result(self, d: Dialogue, probs: np.ndarray, ids) -> DialoguePrediction:
-        names = self.label_names
+    def _result(self, d: Dialogue, e: Explained, i: int, info: dict) -> DialoguePrediction:
+        """Dialogue ``d``: row ``i`` of ``e``."""
+        names, n = self.label_names, len(d)
+        probs = e.probabilities[i, :n]
+        predicted = probs.argmax(-1)
+        rows = np.arange(n)
+        relied = e.reliance()
+        speaker_names = info.get("speaker_names", {}).get(d.id)
+        texts = info.get("texts", {}).get(d.id, d.extras.get("sentences"))
         return DialoguePrediction(
             dialogue=d.id,
-            utterances=[str(u) for u in ids],
-            labels=[names[i] for i in probs.argmax(-1)],
+            utterances=[str(u) for u in info.get("utterance_ids", {}).get(d.id, range(n))],
+            labels=[names[k] for k in predicted],
             probabilities=probs,
             label_names=names,
             true_labels=[
                 None if y == IGNORE_INDEX else names[y] for y in np.asarray(d.labels).tolist()
             ],
+            modalities=[] if e.share_names is None else list(e.share_names[:-1]),
+            reliance=None if relied is None else relied[0][i, :n],
+            prior_share=None if relied is None else relied[1][i, :n],
+            if_absent={m: [names[k] for k in p[i, :n].argmax(-1)] for m, p in e.if_absent.items()},
+            if_absent_drop={
+                m: probs[rows, predicted] - p[i, :n][rows, predicted]
+                for m, p in e.if_absent.items()
+            },
+            speakers=None if speaker_names is None else [speaker_names[s] for s in d.speakers],
+            texts=None if texts is None else list(texts),
         )
 
 
@@ -175,12 +278,18 @@ def score_predictions(results: list[DialoguePrediction]) -> ClassificationReport
 
 @dataclass(frozen=True)
 class UtterancePrediction:
-    """The prediction for one pushed utterance, from it and the utterances before it."""
+    """The prediction for one pushed utterance, from it and the utterances before it, with
+    what it leaned on (as :class:`DialoguePrediction`'s fields, for one utterance)."""
 
     position: int  # 0 for the dialogue's first utterance
     label: str
     probabilities: np.ndarray  # (classes,)
     label_names: list[str]
+    modalities: list[str]
+    reliance: np.ndarray | None  # (modalities,)
+    prior_share: float | None
+    if_absent: dict[str, str]
+    if_absent_drop: dict[str, float]
 
 
 class StreamSession:
@@ -188,7 +297,8 @@ class StreamSession:
 
     Only a causal model (``model.causal = true``) can do this: its prediction for an
     utterance never changes when later ones arrive. The keys and values of every attention
-    layer are cached, so a push costs time linear in the dialogue so far.
+    layer are cached, so a push costs time linear in the dialogue so far; the what-if
+    predictions keep a cache each (a push runs the model once per modality, plus once).
     """
 
     def __init__(self, predictor: Predictor):
@@ -198,7 +308,9 @@ class StreamSession:
                 "stream: needs a causal model (train with --set model.causal=true); a "
                 "bidirectional model's predictions depend on utterances not yet spoken"
             )
-        self.predictor, self.cache = predictor, StreamCache()
+        self.predictor = predictor
+        # the dialogue's cache, and one per modality for the dialogue without it
+        self.caches = {None: StreamCache(), **{m: StreamCache() for m in model.modalities}}
         self.speakers: dict[str, int] = {}
 
     def push(
@@ -225,15 +337,17 @@ class StreamSession:
         present = {m: features.get(m) is not None for m in spec.input_dims}
         if not any(present.values()):
             raise DataError("features: an utterance needs at least one modality")
+        position = self.caches[None].position
         rows = {}
         for m, width in spec.input_dims.items():
-            x = (
-                np.zeros(width, np.float32)
-                if not present[m]
-                else np.asarray(features[m], np.float32)
-            )
+            x = np.asarray(features[m], np.float32) if present[m] else np.zeros(width, np.float32)
             if x.shape != (width,):
                 raise DataError(f"features[{m!r}]: expected shape ({width},), got {x.shape}")
+            if not np.isfinite(x).all():
+                raise NonFiniteError(
+                    f"features[{m!r}]: utterance {position} holds NaN or infinity; pass None "
+                    "for a modality the utterance lacks"
+                )
             rows[m] = x[None]
         d = Dialogue(
             id="stream",
@@ -243,15 +357,18 @@ class StreamSession:
             presence={m: np.array([p]) for m, p in present.items()},
         )
         batch = DialogueBatch.collate(self.predictor.standardize([d]))
-        position = self.cache.position
-        with torch.no_grad():
-            logits = model.encode(
-                batch.features,
-                mask=batch.mask,
-                speakers=batch.speakers,
-                presence=batch.presence,
-                cache=self.cache,
-            ).logits
-        probs = logits[0, 0].float().softmax(-1).numpy()
-        names = self.predictor.label_names
-        return UtterancePrediction(position, names[int(probs.argmax())], probs, names)
+        e = explain(model, batch, self.caches)
+        probs, names = e.probabilities[0, 0], self.predictor.label_names
+        k = int(probs.argmax())
+        relied = e.reliance()
+        return UtterancePrediction(
+            position=position,
+            label=names[k],
+            probabilities=probs,
+            label_names=names,
+            modalities=[] if e.share_names is None else list(e.share_names[:-1]),
+            reliance=None if relied is None else relied[0][0, 0],
+            prior_share=None if relied is None else float(relied[1][0, 0]),
+            if_absent={m: names[int(p[0, 0].argmax())] for m, p in e.if_absent.items()},
+            if_absent_drop={m: float(probs[k] - p[0, 0, k]) for m, p in e.if_absent.items()},
+        )
