@@ -3,7 +3,6 @@ your own conversations with text and audio features, fusionkit's npz format, syn
 conversations."""
 
 from fusionkit.data.audio import FEATURE_SETS, AudioFeatures, audio_features
-from fusionkit.errors import MediaError
 from fusionkit.data.dataset import SPLITS, ConversationDataset
 from fusionkit.data.finetune import FineTune, finetune_encoder
 from fusionkit.data.manifest import extraction_settings, manifest_dataset
@@ -37,15 +36,22 @@ from fusionkit.data.text import (
     meld_text_dataset,
     text_features,
 )
+from fusionkit.data.visual import (
+    DEFAULT_VISUAL_ENCODER,
+    VisualFeatures,
+    load_image_encoder,
+    visual_features,
+)
+from fusionkit.errors import MediaError
 
 __all__ = [
     "DEFAULT_ENCODER",
+    "DEFAULT_VISUAL_ENCODER",
     "FEATURE_SETS",
     "IEMOCAP_LABELS",
     "MELD_LABELS",
     "MELD_SENTIMENTS",
     "SPLITS",
-    "MediaError",
     "AudioFeatures",
     "ConversationDataset",
     "ConversationTable",
@@ -53,18 +59,21 @@ __all__ = [
     "FineTune",
     "Layout",
     "LayoutError",
+    "MediaError",
     "Segment",
     "SyntheticConversations",
     "TableColumns",
     "TableError",
     "TextFeatures",
     "UnsafePickleError",
+    "VisualFeatures",
     "audio_features",
     "detect_layout",
     "encode_table",
     "extraction_settings",
     "finetune_encoder",
     "load_encoder",
+    "load_image_encoder",
     "load_npz",
     "manifest_dataset",
     "meld_text_dataset",
@@ -75,18 +84,5 @@ __all__ = [
     "safe_load",
     "save_npz",
     "text_features",
+    "visual_features",
 ]
-
-_MOVED = {"SafeUnpickler": "fusionkit.data.pickles", "LAYOUTS": "fusionkit.data.pickles"}
-
-
-def __getattr__(name: str):
-    """Internals once exported here still import, with a warning, for one release."""
-    if name in _MOVED:
-        import importlib
-
-        from fusionkit._deprecation import warn
-
-        warn(f"fusionkit.data.{name} is internal: import it from {_MOVED[name]}")
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module 'fusionkit.data' has no attribute {name!r}")

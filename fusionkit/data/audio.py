@@ -1,17 +1,21 @@
 """Audio features for conversation tables: openSMILE functionals per utterance, cached on disk.
 
-openSMILE runs through its PyPI package ``opensmile`` (which ships the binary); files are
-read with ``soundfile`` (WAV, FLAC, OGG, ...), at their own sample rate, several channels
-mixed down to one, a segment cut where the table gives start/end seconds. One vector of
-utterance-level functionals an utterance, of the chosen feature set (:data:`FEATURE_SETS`).
-Features are cached by :mod:`fusionkit.data.cache`, keyed by the feature set, the opensmile
-version, every utterance's file and times, and each file's size and modification time.
+openSMILE runs through its PyPI package ``opensmile`` (which ships the binary). Files whose
+suffix names a format libsndfile reads (WAV, FLAC, OGG, MP3, AIFF, ...) are read with
+``soundfile`` at their own sample rate; any other (video files: MP4, MKV, WebM, MOV, AVI;
+M4A, ...) is decoded by PyAV (:func:`fusionkit.data.media.decode_audio`: its audio track,
+resampled to :data:`DECODED_RATE`). Several channels are mixed down to one, a segment cut
+where the table gives start/end seconds. One vector of utterance-level functionals an
+utterance, of the chosen feature set (:data:`FEATURE_SETS`). Features are cached by
+:mod:`fusionkit.data.cache`, keyed by the feature set, the opensmile version, every
+utterance's file and times, and each file's size and modification time.
 
-An utterance whose audio cannot be used (missing, unreadable or empty file, a segment
-outside the recording, a clip too short for the feature set) is an :class:`MediaError`
-naming the table's file and row and the audio file; with ``on_error="absent"`` it is marked
-absent instead (presence False) and counted. Nothing is zero-filled as if it were audio.
-Needs the ``audio`` extra.
+An utterance whose audio cannot be used (missing, unreadable or empty file, no audio stream,
+a segment outside the recording, a clip too short for the feature set) is an
+:class:`MediaError` naming the table's file and row and the audio file; with
+``on_error="absent"`` it is marked absent instead (presence False) and counted. Nothing is
+zero-filled as if it were audio. Needs the ``audio`` extra (and ``video`` for files PyAV
+decodes).
 """
 
 from __future__ import annotations
@@ -19,18 +23,25 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
+from fusionkit.data import media
 from fusionkit.data.cache import cached_features
-from fusionkit.errors import MediaError
+from fusionkit.data.media import Unusable as _Unusable
 from fusionkit.data.tables import ConversationTable, Features, Segment
+from fusionkit.errors import MediaError
 
 FEATURE_SETS = {"eGeMAPSv02": 88, "emobase": 988, "ComParE_2016": 6373, "IS10": 1582}
 """openSMILE feature sets offered, and their widths (utterance-level functionals)."""
 
 OnError = Literal["raise", "absent"]
+
+DECODED_RATE = 16000
+"""Sample rate (Hz) of the audio PyAV decodes (video files, M4A, ...)."""
+
+_SUFFIXES = {"AIF": "AIFF", "AIFC": "AIFF", "OGA": "OGG", "OPUS": "OGG"}
 
 
 @dataclass(frozen=True)
@@ -74,10 +85,6 @@ class AudioFeatures:
         return cls(feature_set=record["feature_set"])
 
 
-class _Unusable(Exception):
-    """One utterance's audio problem (the caller adds where)."""
-
-
 def _require():
     try:
         import opensmile
@@ -89,11 +96,31 @@ def _require():
     return opensmile, soundfile
 
 
-def _frames(segment: Segment) -> tuple[int, int, int]:
-    """Sample rate and the segment's first and end frame, or :class:`_Unusable`."""
+class _Clip(NamedTuple):
+    """Where an utterance's samples are: read by ``soundfile`` (``first`` to ``end`` of its
+    frames at ``rate``) or decoded by PyAV (``first``, ``end`` None: the segment's times)."""
+
+    reader: Literal["soundfile", "pyav"]
+    rate: int
+    first: int | None = None
+    end: int | None = None
+
+
+def _reader(path: Path) -> Literal["soundfile", "pyav"]:
+    """``soundfile`` for a suffix naming a format libsndfile reads, else ``pyav``."""
+    _, sf = _require()
+    suffix = path.suffix[1:].upper()
+    return "soundfile" if _SUFFIXES.get(suffix, suffix) in sf.available_formats() else "pyav"
+
+
+def _frames(segment: Segment) -> _Clip:
+    """Where the segment's samples are, checked without reading them, or :class:`_Unusable`."""
     _, sf = _require()
     if not segment.path.is_file():
         raise _Unusable("file not found")
+    if _reader(segment.path) == "pyav":
+        media.check(segment, "audio")
+        return _Clip("pyav", DECODED_RATE)
     try:
         info = sf.info(str(segment.path))
     except Exception as e:  # soundfile raises several kinds for a file it cannot parse
@@ -108,27 +135,35 @@ def _frames(segment: Segment) -> tuple[int, int, int]:
             f"segment {segment.start or 0.0:g}-{'end' if segment.end is None else f'{segment.end:g}'} s "
             f"lies outside the recording ({n / rate:.3f} s long)"
         )
-    return rate, first, end
+    return _Clip("soundfile", rate, first, end)
 
 
-def _functionals(smile, segment: Segment, rate: int, first: int, end: int) -> np.ndarray:
-    """The segment's features (d,), or :class:`_Unusable`."""
+def _samples(segment: Segment, clip: _Clip) -> np.ndarray:
+    """The segment's samples, float32 mono (n,), or :class:`_Unusable`."""
+    if clip.reader == "pyav":
+        return media.decode_audio(segment, clip.rate)
     _, sf = _require()
     try:
         audio, _ = sf.read(
-            str(segment.path), start=first, stop=end, dtype="float32", always_2d=True
+            str(segment.path), start=clip.first, stop=clip.end, dtype="float32", always_2d=True
         )
     except Exception as e:
         raise _Unusable(f"unreadable as audio ({e})") from None
+    return audio.mean(axis=1)
+
+
+def _functionals(smile, segment: Segment, clip: _Clip) -> np.ndarray:
+    """The segment's features (d,), or :class:`_Unusable`."""
+    mono = _samples(segment, clip)
     # opensmile converts to 16-bit integers: clip float files' samples beyond +-1 (else they wrap)
-    mono = np.clip(audio.mean(axis=1), -1.0, 32767 / 32768)
+    mono = np.clip(mono, -1.0, 32767 / 32768)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "Segment too short": checked below
-        x = smile.process_signal(mono, rate).to_numpy()[0].astype(np.float32)
+        x = smile.process_signal(mono, clip.rate).to_numpy()[0].astype(np.float32)
     if np.isnan(x).all():
         raise _Unusable(
-            f"a {(end - first) / rate * 1000:.0f} ms clip is too short for {smile.feature_set.name} "
-            "(openSMILE computed no frame)"
+            f"a {len(mono) / clip.rate * 1000:.0f} ms clip is too short for "
+            f"{smile.feature_set.name} (openSMILE computed no frame)"
         )
     if not np.isfinite(x).all():
         raise _Unusable("openSMILE returned non-finite values")
@@ -158,9 +193,10 @@ def audio_features(
     Read from the cache (``{name}-audio-...`` files in ``cache_dir``) when it matches, else
     extracted (with a progress bar) and cached.
 
-    Problems found before extraction (missing, unreadable or empty files, segments outside
-    the recording) raise at once, all listed; clips too short for the feature set are found
-    while extracting and raised, all listed, at its end. With ``on_error="absent"`` those
+    Problems found before extraction (missing, unreadable or empty files, no audio stream,
+    segments outside the recording) raise at once, all listed; clips too short for the
+    feature set, and audio streams that fail to decode, are found while extracting and
+    raised, all listed, at its end. With ``on_error="absent"`` those
     utterances are absent instead and ``errors`` holds the messages. ``settings`` records
     how: extractor, its version, feature set and level, ``dim``, ``description``.
     """
@@ -201,11 +237,11 @@ def audio_features(
                     errors[k] = f"{where[k]}: {e}"
         if errors and on_error == "raise":
             raise MediaError(list(errors.values()))
-        for k, frames in tqdm(
+        for k, clip in tqdm(
             located.items(), desc=f"openSMILE {features.feature_set}", disable=not progress
         ):
             try:
-                x[k] = _functionals(smile, segments[k], *frames)
+                x[k] = _functionals(smile, segments[k], clip)
             except _Unusable as e:
                 errors[k] = f"{where[k]}: {e}"
         present[list(errors)] = False

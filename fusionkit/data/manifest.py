@@ -16,9 +16,14 @@ from fusionkit.data.audio import AudioFeatures, OnError
 from fusionkit.data.dataset import SPLITS, ConversationDataset
 from fusionkit.data.tables import TableColumns, read_conversation_table
 from fusionkit.data.text import TextFeatures
+from fusionkit.data.visual import VisualFeatures
 from fusionkit.errors import TableError
 
-FEATURE_KINDS: dict[str, type] = {"text": TextFeatures, "audio": AudioFeatures}
+FEATURE_KINDS: dict[str, type] = {
+    "text": TextFeatures,
+    "audio": AudioFeatures,
+    "visual": VisualFeatures,
+}
 """Modality -> its feature-settings class: ``extract(table, modality, ...)`` makes the
 features, ``from_record(settings)`` rebuilds the settings a dataset's extraction records."""
 
@@ -39,7 +44,8 @@ def manifest_dataset(
     Args:
         path: the manifest; media paths in it are relative to its folder.
         features: modality -> how to make its features (:data:`FEATURE_KINDS`' classes);
-            None: every modality the manifest has, with default settings. A modality the
+            None: default settings for every kind. Only the modalities the manifest has
+            columns for are made (the dataset's ``modalities`` say which); a modality the
             manifest has and ``features`` leaves out is not used.
         columns: its column names.
         label_names: the labels in model order; None: the labels found, sorted. A manifest
@@ -64,12 +70,15 @@ def manifest_dataset(
                 f"{path}: row {d.rows[0]}: split {d.split!r} of dialogue {d.id} is not one of {list(SPLITS)}"
             )
     if features is None:
-        features = {m: FEATURE_KINDS[m]() for m in table.modalities if m in FEATURE_KINDS}
-    missing = sorted(set(features) - set(table.modalities))
-    if missing or not features:
+        features = {m: FEATURE_KINDS[m]() for m in FEATURE_KINDS}
+    asked, features = (
+        sorted(features),
+        {m: how for m, how in features.items() if m in table.modalities},
+    )
+    if not features:
         raise TableError(
-            f"{path}: no column for modalities {missing or 'any'}: the manifest has "
-            f"{list(table.modalities)} (columns {dict(columns.modalities)})"
+            f"{path}: no modality to extract: the manifest has {list(table.modalities)} "
+            f"(columns {dict(columns.modalities)}), features were asked for {asked}"
         )
     cache_dir = path.parent / ".fusionkit-cache" if cache_dir is None else Path(cache_dir)
     made = {

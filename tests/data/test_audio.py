@@ -13,8 +13,8 @@ pytest.importorskip("soundfile", reason="the 'audio' extra is not installed")
 
 from fusionkit.data import (
     FEATURE_SETS,
-    MediaError,
     AudioFeatures,
+    MediaError,
     audio_features,
     read_conversation_table,
 )
@@ -119,7 +119,7 @@ def test_every_problem_is_listed_or_made_absent(folder):
     rows = [("tone.wav", "", "")] + [(f, s, e) for f, s, e, _ in PROBLEMS]
     with pytest.raises(MediaError) as e:  # found before extraction: all at once
         _features(folder, rows)
-    assert str(e.value).startswith("5 utterances have unusable audio:\n")
+    assert str(e.value).startswith("5 utterances have unusable data:\n")
     assert [p.split(": row ")[1][:1] for p in e.value.problems] == ["2", "3", "4", "5", "6"]
     f = _features(folder, rows, on_error="absent")
     assert f.present.tolist() == [True] + [False] * len(PROBLEMS)
@@ -177,3 +177,54 @@ def test_a_cache_with_absent_audio_still_raises_when_asked(folder, tmp_path, mon
     monkeypatch.setattr(audio_module, "_functionals", None)  # nothing may be extracted now
     with pytest.raises(MediaError, match=r"short\.csv: row 2: audio .*clip50\.wav: a 50 ms clip"):
         _features(folder, rows, name="short.csv", cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """A tone at 16 kHz as WAV, and the same tone in video and audio containers (AAC)."""
+    pytest.importorskip("av", reason="the 'video' extra is not installed")
+    pytest.importorskip("cv2", reason="the 'video' extra is not installed")
+    pytest.importorskip("skimage", reason="the test videos' face comes from scikit-image")
+    from tests.data.videos import write_audio, write_video
+
+    d = tmp_path_factory.mktemp("videos")
+    write(d / "tone.wav", tone(220, 2.0))
+    write(d / "noise.wav", noise(2.0))
+    write_video(d / "tone.mp4", 2.0)
+    write_video(d / "tone.mkv", 2.0)
+    write_audio(d / "tone.m4a", 2.0)
+    write_video(d / "long.mp4", 4.0, audio=np.concatenate([tone(220, 2.0, 44100)] * 2))
+    write_video(d / "silent.mp4", 1.0, audio=None)
+    return d
+
+
+def test_audio_tracks_of_video_files_and_other_containers(videos):
+    f = _features(
+        videos,
+        [
+            ("tone.wav", "", ""),
+            ("tone.mp4", "", ""),  # AAC at 44.1 kHz, decoded to 16 kHz: the tone, lossily
+            ("tone.mkv", "", ""),
+            ("tone.m4a", "", ""),
+            ("long.mp4", "2", "4"),  # a cut of a longer recording: its second copy of the tone
+            ("noise.wav", "", ""),
+        ],
+    )
+    assert f.present.all() and not f.errors
+    wav, *coded, noisy = f.x
+    scale = np.abs(wav).max()
+    for x in coded:
+        assert np.abs(x - wav).max() < 0.05 * scale  # the same sound ...
+    assert np.abs(noisy - wav).max() > 0.5 * scale  # ... where another sound is far
+
+
+def test_a_video_without_an_audio_stream(videos):
+    with pytest.raises(MediaError) as e:
+        _features(videos, [("tone.mp4", "", ""), ("silent.mp4", "", "")])
+    where = f"{videos / 'm.csv'}: row 2: audio {videos / 'silent.mp4'}"
+    assert str(e.value) == f"{where}: no audio stream (streams: video)"
+    f = _features(videos, [("tone.mp4", "1.5", "2.5"), ("silent.mp4", "", "")], on_error="absent")
+    assert f.present.tolist() == [False, False] and len(f.errors) == 2
+    assert (
+        "row 1: audio" in f.errors[0] and "lies outside the recording (2.000 s long)" in f.errors[0]
+    )
