@@ -31,7 +31,7 @@ from fusionkit.data import media
 from fusionkit.data.cache import cached_features
 from fusionkit.data.media import Unusable as _Unusable
 from fusionkit.data.tables import ConversationTable, Features, Segment
-from fusionkit.errors import MediaError
+from fusionkit.errors import ConfigError, MediaError
 
 FEATURE_SETS = {"eGeMAPSv02": 88, "emobase": 988, "ComParE_2016": 6373, "IS10": 1582}
 """openSMILE feature sets offered, and their widths (utterance-level functionals)."""
@@ -201,7 +201,7 @@ def audio_features(
     how: extractor, its version, feature set and level, ``dim``, ``description``.
     """
     if on_error not in ("raise", "absent"):
-        raise ValueError(f"on_error: expected 'raise' or 'absent', got {on_error!r}")
+        raise ConfigError(f"on_error: expected 'raise' or 'absent', got {on_error!r}")
     if "audio" not in table.modalities:
         raise ValueError(f"{table.source}: no audio column to extract features from")
     opensmile, _ = _require()

@@ -78,7 +78,7 @@ def cached_features(
     if path.exists():
         why = _stale(path, record)
         if why is None:
-            ds = load_npz(path)
+            ds = load_npz(path, on_nonfinite=None)  # raw features: checked by the reader
             parts = [ds.dialogues[d.id] for d in table.dialogues]
             return Features(
                 x=np.concatenate([d.features[modality] for d in parts]),
@@ -88,6 +88,8 @@ def cached_features(
             )
         print(f"{what} cache {path} is stale ({why}): rebuilding")
     features = build()
-    dataset = table.to_dataset(stem, {modality: features}, source=f"{what} cache")
+    dataset = table.to_dataset(
+        stem, {modality: features}, source=f"{what} cache", on_nonfinite=None
+    )
     save_npz(dataset, path, extra_meta={"cache": record})
     return features

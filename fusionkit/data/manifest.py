@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fusionkit.data.audio import AudioFeatures, OnError
 from fusionkit.data.dataset import SPLITS, ConversationDataset
+from fusionkit.data.finite import OnNonFinite
 from fusionkit.data.tables import TableColumns, read_conversation_table
 from fusionkit.data.text import TextFeatures
 from fusionkit.data.visual import VisualFeatures
@@ -37,6 +38,7 @@ def manifest_dataset(
     split: str | None = None,
     cache_dir: str | Path | None = None,
     on_error: OnError = "raise",
+    on_nonfinite: OnNonFinite = "raise",
     progress: bool = True,
 ) -> ConversationDataset:
     """The conversations of the manifest at ``path`` (``.csv`` or ``.jsonl``) with features.
@@ -55,6 +57,8 @@ def manifest_dataset(
             ``.fusionkit-cache`` next to the manifest.
         on_error: ``"raise"``: unusable media is an error naming the row and the file;
             ``"absent"``: that utterance's modality is absent, counted in ``info["absent"]``.
+        on_nonfinite: NaN or infinity in an utterance's extracted features: an error naming
+            the file and row (``"raise"``), or that modality absent there, counted.
         progress: show progress bars.
 
     The dataset is named after the manifest's file name; its ``info`` holds ``extraction``
@@ -88,7 +92,9 @@ def manifest_dataset(
         for m, how in sorted(features.items())
     }
     how = "; ".join(f.settings["description"] for f in made.values())
-    return table.to_dataset(path.stem, made, source=f"{table.source}; {how}")
+    return table.to_dataset(
+        path.stem, made, source=f"{table.source}; {how}", on_nonfinite=on_nonfinite
+    )
 
 
 def extraction_settings(extraction: Mapping[str, dict]) -> dict[str, object]:

@@ -10,18 +10,21 @@ fields; training, prediction, evaluation and the benchmarks all get data through
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from fusionkit.data.audio import AudioFeatures
 from fusionkit.data.dataset import ConversationDataset, Stats
 from fusionkit.data.finetune import FineTune
+from fusionkit.data.finite import OnNonFinite
 from fusionkit.data.manifest import extraction_settings, manifest_dataset
 from fusionkit.data.pickles import read_feature_pickle
 from fusionkit.data.store import load_npz
 from fusionkit.data.synthetic import SyntheticConversations
+from fusionkit.data.tables import MELD_FILES, Segment, read_meld_csv
 from fusionkit.data.text import DEFAULT_ENCODER, TextFeatures
+from fusionkit.data.visual import DEFAULT_VISUAL_ENCODER, VisualFeatures
 from fusionkit.errors import DataError, MissingFileError
 
 SOURCES: dict[str, type] = {}
@@ -86,9 +89,11 @@ class FeaturePickle(Source):
     path: str | None = None
     expect: Literal["iemocap", "meld"] | None = None
     text_layer: int | Literal["mean"] = 0
+    on_nonfinite: OnNonFinite = "raise"
 
     def load(self) -> ConversationDataset:
-        ds = read_feature_pickle(existing(self.path, self.name), text=self.text_layer)
+        path = existing(self.path, self.name)
+        ds = read_feature_pickle(path, text=self.text_layer, on_nonfinite=self.on_nonfinite)
         if self.expect is not None and ds.name != self.expect:
             raise DataError(f"--data {self.path}: holds {ds.name} features, expected {self.expect}")
         return ds
@@ -101,9 +106,10 @@ class Npz(Source):
 
     name: ClassVar[str] = "npz"
     path: str | None = None
+    on_nonfinite: OnNonFinite = "raise"
 
     def load(self) -> ConversationDataset:
-        return load_npz(existing(self.path, self.name))
+        return load_npz(existing(self.path, self.name), on_nonfinite=self.on_nonfinite)
 
 
 @dataclass
@@ -133,6 +139,7 @@ class MeldCsv(Source):
     cache_dir: str | None = None
     limit_dialogues: int | None = None
     train_dialogues: int | None = None
+    on_nonfinite: OnNonFinite = "raise"
 
     def load(self) -> ConversationDataset:
         from fusionkit.data.text import meld_text_dataset
@@ -145,6 +152,7 @@ class MeldCsv(Source):
             cache_dir=self.cache_dir,
             limit_dialogues=self.limit_dialogues,
             train_dialogues=self.train_dialogues,
+            on_nonfinite=self.on_nonfinite,
         )
 
     def reader_for(self, extraction: dict, label_names: list[str]):
@@ -162,32 +170,76 @@ class MeldCsv(Source):
             cache_dir=self.cache_dir,
             limit_dialogues=self.limit_dialogues,
             train_dialogues=self.train_dialogues,
+            on_nonfinite=self.on_nonfinite,
         )
+
+
+@dataclass
+class VisualSettings:
+    """How visual features are made from video (:class:`~fusionkit.data.visual.VisualFeatures`):
+    frames at ``fps`` inside each segment (at most ``max_frames``), the largest face cropped
+    (``face_crop``), an image ``encoder`` (a Hugging Face id, downloaded on first use, or a
+    folder; "none": no visual modality), pooled by ``pooling``; decoding on ``workers``
+    processes."""
+
+    encoder: str = DEFAULT_VISUAL_ENCODER
+    fps: float = 2.0
+    max_frames: int = 8
+    face_crop: bool = True
+    pooling: Literal["mean_std", "mean"] = "mean_std"
+    workers: int = 1
+
+    def features(self) -> VisualFeatures | None:
+        if self.encoder == "none":
+            return None
+        return VisualFeatures(
+            encoder=self.encoder,
+            fps=self.fps,
+            max_frames=self.max_frames,
+            face_crop=self.face_crop,
+            pooling=self.pooling,
+            workers=self.workers,
+        )
+
+
+@dataclass
+class Recordings(Source):
+    """What the sources that make features from recordings share: text, audio (openSMILE
+    ``audio_features``, "none" for no audio) and visual settings, the cache, and what an
+    unusable recording becomes (``on_error``: an error naming the row and the file, or that
+    utterance's modality absent, counted), and NaN or infinity in made features
+    (``on_nonfinite``, the same choice)."""
+
+    text: TextSettings = field(default_factory=TextSettings)
+    audio_features: Literal["eGeMAPSv02", "emobase", "ComParE_2016", "IS10", "none"] = "eGeMAPSv02"
+    visual: VisualSettings = field(default_factory=VisualSettings)
+    on_error: Literal["raise", "absent"] = "raise"
+    on_nonfinite: OnNonFinite = "raise"
+    cache_dir: str | None = None
+
+    def features(self) -> dict:
+        """Modality -> feature settings, for the modalities not switched off."""
+        made = {"text": self.text.features(), "visual": self.visual.features()}
+        if self.audio_features != "none":
+            made["audio"] = AudioFeatures(self.audio_features)
+        return {m: f for m, f in made.items() if f is not None}
 
 
 @register
 @dataclass
-class Table(Source):
+class Table(Recordings):
     """A manifest of your own conversations (CSV or JSON Lines; docs/own-conversations.md):
-    text features from a sentence encoder, openSMILE audio functionals (``audio_features``,
-    "none" for no audio), cached in ``cache_dir`` (default: beside the manifest).
-    ``label_names`` fixes the model's label order (None: sorted); ``on_error`` says what an
-    unusable recording becomes (an error, or that utterance's modality absent)."""
+    a text column, audio files, video files (the visual modality, and the audio where there
+    is no audio column), features cached in ``cache_dir`` (default: beside the manifest).
+    ``label_names`` fixes the model's label order (None: sorted)."""
 
     name: ClassVar[str] = "table"
     path: str | None = None
     label_names: list[str] | None = None
-    text: TextSettings = field(default_factory=TextSettings)
-    audio_features: Literal["eGeMAPSv02", "emobase", "ComParE_2016", "IS10", "none"] = "eGeMAPSv02"
-    on_error: Literal["raise", "absent"] = "raise"
-    cache_dir: str | None = None
     split: str | None = None  # the split of every row of a manifest without a split column
 
     def load(self) -> ConversationDataset:
-        features = {"text": self.text.features()}
-        if self.audio_features != "none":
-            features["audio"] = AudioFeatures(self.audio_features)
-        return self._read(features, self.label_names, self.split)
+        return self._read(self.features(), self.label_names, self.split)
 
     def reader_for(self, extraction: dict, label_names: list[str]):
         """New conversations read as a model's training data were: ``extraction``'s
@@ -206,6 +258,7 @@ class Table(Source):
             split=split,
             cache_dir=self.cache_dir,
             on_error=self.on_error,
+            on_nonfinite=self.on_nonfinite,
         )
 
 
@@ -238,3 +291,69 @@ class Prepare:
             return ds, None
         stats = ds.standardization("train") if stats is None else stats
         return ds.standardized(stats=stats), stats
+
+
+MELD_CLIPS = {
+    "train": "train_splits",
+    "dev": "dev_splits_complete",
+    "test": "output_repeated_splits_test",
+}
+"""The clip folders of each split in MELD's raw release (MELD.Raw.tar.gz, its split archives unpacked)."""
+
+
+@register
+@dataclass
+class MeldRaw(Recordings):
+    """MELD's raw release: the three CSVs and one ``dia{D}_utt{U}.mp4`` clip per utterance
+    in each split's folder (``clips``, relative to ``path``); text features from the
+    transcripts, audio from each clip's audio track, visual from its frames. Some of
+    MELD's clips do not decode: ``on_error = "absent"`` makes them absent, counted."""
+
+    name: ClassVar[str] = "meld-raw"
+    path: str | None = None
+    clips: dict[str, str] = field(default_factory=lambda: dict(MELD_CLIPS))
+
+    def load(self) -> ConversationDataset:
+        return self._read(self.features())
+
+    def reader_for(self, extraction: dict, label_names: list[str]):
+        if not extraction:
+            return self.load
+        return lambda: self._read(extraction_settings(extraction))
+
+    def _read(self, features: dict) -> ConversationDataset:
+        folder = existing(self.path, self.name, folder=True)
+        csvs = _meld_csvs(folder)
+        table = read_meld_csv(csvs)
+        missing = {s: c for s, c in self.clips.items() if not (folder / c).is_dir()}
+        if missing:
+            raise MissingFileError(
+                f"--data {folder}: MELD clip folders {missing} not found (data.clips names them)"
+            )
+        dialogues = []
+        for d in table.dialogues:
+            clips = folder / self.clips[d.split]
+            video = [
+                Segment((clips / f"dia{d.id.split('/')[1]}_utt{u}.mp4").absolute())
+                for u in d.utterance_ids
+            ]
+            dialogues.append(replace(d, cells={**d.cells, "audio": video, "visual": list(video)}))
+        table = replace(table, dialogues=dialogues, modalities=("audio", "text", "visual"))
+        cache = Path(self.cache_dir) if self.cache_dir else folder / ".fusionkit-cache"
+        made = {
+            m: how.extract(table, m, name="meld-raw", cache_dir=cache, on_error=self.on_error)
+            for m, how in sorted(features.items())
+        }
+        how = "; ".join(f.settings["description"] for f in made.values())
+        source = f"MELD raw release in {folder}; {how}"
+        return table.to_dataset("meld", made, source=source, on_nonfinite=self.on_nonfinite)
+
+
+def _meld_csvs(folder: Path) -> Path:
+    """The folder holding MELD's three CSVs: ``folder`` or one folder below it."""
+    for candidate in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
+        if all((candidate / f).is_file() for f in MELD_FILES.values()):
+            return candidate
+    raise MissingFileError(
+        f"--data {folder}: MELD's CSVs {list(MELD_FILES.values())} are neither in it nor in a folder below it"
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -25,9 +26,9 @@ import numpy as np
 
 from fusionkit.batch import IGNORE_INDEX, Dialogue
 from fusionkit.data.dataset import ConversationDataset
+from fusionkit.data.finite import OnNonFinite, finite_dataset
 from fusionkit.data.pickles import MELD_LABELS, MELD_SENTIMENTS
-from fusionkit.errors import TableError
-
+from fusionkit.errors import ConfigError, MissingFileError, TableError
 
 CELL_KINDS = {"text": "text", "audio": "media", "visual": "media"}
 """How each modality's table cells are read: ``text`` (the utterance's words) or ``media``
@@ -66,7 +67,7 @@ class TableColumns:
     def __post_init__(self):
         unknown = sorted(set(self.modalities) - set(CELL_KINDS))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"TableColumns.modalities: {unknown} have no cell kind; known: {sorted(CELL_KINDS)}"
             )
 
@@ -157,14 +158,23 @@ class ConversationTable:
         return [f"{d.file}: row {r}" for d in self.dialogues for r in d.rows]
 
     def to_dataset(
-        self, name: str, features: dict[str, Features], *, source: str
+        self,
+        name: str,
+        features: dict[str, Features],
+        *,
+        source: str,
+        on_nonfinite: OnNonFinite | None = "raise",
     ) -> ConversationDataset:
         """A :class:`ConversationDataset` of these dialogues with ``features`` by modality.
 
         Its ``info``: ``extraction`` (each modality's settings), ``absent`` (per modality
-        with absent utterances: how many the table marks, how many had unusable data),
-        ``errors`` (the messages of the unusable ones), ``feature_dims``, ``modalities``,
-        and per dialogue ``utterance_ids`` and ``speaker_names`` (``speakers`` index it).
+        with absent utterances: how many the table marks, how many had unusable data, how
+        many had non-finite features), ``errors`` (the messages of the unusable ones),
+        ``feature_dims``, ``modalities``, and per dialogue ``utterance_ids``,
+        ``speaker_names`` (``speakers`` index it) and, with a text column, ``texts``. ``on_nonfinite``: NaN or infinity in a
+        present utterance's features is a :class:`~fusionkit.errors.NonFiniteError` naming
+        the file and row (``"raise"``), makes it absent (``"absent"``), or is not checked
+        (None: a cache of raw features, checked when a dataset is made from them).
         """
         dialogues, start = {}, 0
         for d in self.dialogues:
@@ -188,7 +198,7 @@ class ConversationTable:
             for m, f in features.items()
             if not f.present.all()
         }
-        return ConversationDataset(
+        dataset = ConversationDataset(
             name=name,
             dialogues=dialogues,
             splits=splits,
@@ -203,7 +213,19 @@ class ConversationTable:
                 "modalities": sorted(features),
                 "utterance_ids": {d.id: d.utterance_ids for d in self.dialogues},
                 "speaker_names": {d.id: d.speaker_names for d in self.dialogues},
+                **(
+                    {"texts": {d.id: d.cells["text"] for d in self.dialogues}}
+                    if "text" in self.modalities
+                    else {}
+                ),
             },
+        )
+        rows = {
+            d.id: [f"utterance_id {u}, {d.file}: row {r}" for u, r in zip(d.utterance_ids, d.rows)]
+            for d in self.dialogues
+        }
+        return finite_dataset(
+            dataset, where=self.source, on_nonfinite=on_nonfinite, utterance_names=rows
         )
 
 
@@ -236,7 +258,12 @@ def clean_text(text: str) -> str:
 
 
 def _rows(path: Path) -> tuple[list[str], list[dict]]:
-    """Header and rows of a CSV or JSON Lines file (UTF-8, falling back to cp1252)."""
+    """Header and rows of a CSV or JSON Lines file (UTF-8, falling back to cp1252); lines
+    end at newlines only (a U+2028 inside a text stays in it)."""
+    if not path.exists():
+        raise MissingFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise TableError(f"{path}: not a file")
     raw = path.read_bytes()
     try:
         content = raw.decode("utf-8-sig")
@@ -244,19 +271,23 @@ def _rows(path: Path) -> tuple[list[str], list[dict]]:
         content = raw.decode("cp1252", errors="replace")
     if path.suffix.lower() in (".jsonl", ".json"):
         rows = []
-        for i, line in enumerate(content.splitlines(), 1):
+        for i, line in enumerate(content.split("\n"), 1):
             if line.strip():
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise TableError(f"{path}: row {i}: not valid JSON ({e.msg})") from None
+                except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+                    why = e.msg if isinstance(e, json.JSONDecodeError) else type(e).__name__
+                    raise TableError(f"{path}: row {i}: not valid JSON ({why})") from None
                 if not isinstance(row, dict):
                     raise TableError(f"{path}: row {i}: expected a JSON object, got {row!r:.60}")
                 rows.append(row)
         header = sorted({k for r in rows for k in r})
         return header, rows
-    reader = csv.DictReader(content.splitlines())
-    return list(reader.fieldnames or []), list(reader)
+    reader = csv.DictReader(io.StringIO(content, newline=""))
+    try:
+        return list(reader.fieldnames or []), list(reader)
+    except csv.Error as e:
+        raise TableError(f"{path}: row {reader.line_num}: not readable as CSV ({e})") from None
 
 
 _YES, _NO = {"1", "true", "yes", "y", "t"}, {"0", "false", "no", "n", "f"}
@@ -433,6 +464,8 @@ def read_conversation_table(
             for m, value in cells.items():
                 current.cells[m].append(value)
             labels.append(label)
+    if not dialogues:
+        raise TableError(f"{', '.join(str(p) for p in paths)}: no rows")
     names = list(label_names) if label_names is not None else sorted(set(labels) - {""})
     index = {name: i for i, name in enumerate(names)}
     ids = iter(index.get(label, IGNORE_INDEX) for label in labels)
@@ -453,11 +486,11 @@ def read_meld_csv(folder: str | Path, *, labels: str = "emotion") -> Conversatio
     folder = Path(folder)
     missing = [f for f in MELD_FILES.values() if not (folder / f).exists()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{folder}: MELD files {missing} not found (expected {list(MELD_FILES.values())})"
         )
     if labels not in ("emotion", "sentiment"):
-        raise ValueError(f"labels: expected 'emotion' or 'sentiment', got {labels!r}")
+        raise ConfigError(f"labels: expected 'emotion' or 'sentiment', got {labels!r}")
     names = MELD_LABELS if labels == "emotion" else MELD_SENTIMENTS
     cols = (
         MELD_COLUMNS

@@ -21,6 +21,7 @@ import numpy as np
 from fusionkit.data.cache import cached_features, digest
 from fusionkit.data.dataset import ConversationDataset
 from fusionkit.data.finetune import FineTune, finetune_encoder
+from fusionkit.data.finite import OnNonFinite
 from fusionkit.data.tables import ConversationTable, Features, read_meld_csv
 from fusionkit.errors import ConfigError, DataError, MissingFileError
 
@@ -185,13 +186,14 @@ def text_features(
     )
 
 
-def encode_table(table: ConversationTable, *, name: str, **kwargs) -> ConversationDataset:
+def encode_table(
+    table: ConversationTable, *, name: str, on_nonfinite: OnNonFinite = "raise", **kwargs
+) -> ConversationDataset:
     """A text-only :class:`ConversationDataset` from ``table``, its features from
-    :func:`text_features` (same arguments)."""
+    :func:`text_features` (same arguments), non-finite ones refused or made absent."""
     text = text_features(table, name=name, **kwargs)
-    return table.to_dataset(
-        name, {"text": text}, source=f"{table.source}; {text.settings['description']}"
-    )
+    source = f"{table.source}; {text.settings['description']}"
+    return table.to_dataset(name, {"text": text}, source=source, on_nonfinite=on_nonfinite)
 
 
 def meld_text_dataset(
@@ -202,6 +204,7 @@ def meld_text_dataset(
     finetune: FineTune | None = None,
     limit_dialogues: int | None = None,
     train_dialogues: int | None = None,
+    on_nonfinite: OnNonFinite = "raise",
     progress: bool = True,
 ) -> ConversationDataset:
     """MELD from its CSVs with sentence-embedding text features (frozen, or fine-tuned on
@@ -232,5 +235,6 @@ def meld_text_dataset(
         encoder=encoder,
         finetune=finetune,
         cache_dir=cache_dir,
+        on_nonfinite=on_nonfinite,
         progress=progress,
     )

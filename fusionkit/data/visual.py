@@ -40,7 +40,7 @@ from fusionkit.data import media
 from fusionkit.data.audio import OnError
 from fusionkit.data.cache import cached_features
 from fusionkit.data.tables import ConversationTable, Features, Segment
-from fusionkit.errors import MediaError, MissingFileError
+from fusionkit.errors import ConfigError, MediaError, MissingFileError
 
 DEFAULT_VISUAL_ENCODER = "trpakov/vit-face-expression"
 """ViT-B/16 (ImageNet-21k) fine-tuned on FER2013's 7 facial expressions (the labels of
@@ -390,7 +390,7 @@ def visual_features(
     table), ``dim``, ``description``.
     """
     if on_error not in ("raise", "absent"):
-        raise ValueError(f"on_error: expected 'raise' or 'absent', got {on_error!r}")
+        raise ConfigError(f"on_error: expected 'raise' or 'absent', got {on_error!r}")
     if "visual" not in table.modalities:
         raise ValueError(f"{table.source}: no video column to extract visual features from")
     media.require_av()

@@ -31,31 +31,14 @@ from fusionkit.data.store import read_meta
 from fusionkit.data.tables import Segment
 from fusionkit.errors import MissingFileError
 from tests.data.recordings import utterance, write_manifest
-from tests.data.videos import FACE, chirp, corrupt, frame, write_audio, write_video
+from tests.data.videos import FACE, chirp, corrupt, frame, tiny_vit, write_audio, write_video
 
 WIDTH = 16  # the tiny encoder's hidden size
 
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory) -> str:
-    """A randomly initialised ViT image classifier with its image processor, in a folder."""
-    import torch
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=WIDTH,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_labels=7,
-    )
-    torch.manual_seed(0)
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return str(folder)
+    return tiny_vit(tmp_path_factory.mktemp("tiny-vit"), WIDTH)
 
 
 @pytest.fixture(scope="module")

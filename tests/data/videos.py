@@ -117,3 +117,24 @@ def corrupt(path: Path, size: int = 4000) -> Path:
     head = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
     path.write_bytes(head + np.random.default_rng(0).bytes(size))
     return path
+
+
+def tiny_vit(folder: Path, width: int = 16) -> str:
+    """A randomly initialised ViT image classifier (hidden size ``width``) with its image
+    processor, saved to ``folder``: an image encoder that loads offline."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=width,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=7,
+    )
+    torch.manual_seed(0)
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return str(folder)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fusionkit.data import ConversationDataset
@@ -61,6 +63,13 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"checkpoint {path}: no such file")
+    if zipfile.is_zipfile(path):  # torch.load does not check the entries' CRCs
+        try:
+            bad = zipfile.ZipFile(path).testzip()
+        except Exception as e:  # a damaged central directory or compressed entry
+            bad = f"({type(e).__name__})"
+        if bad is not None:
+            raise CheckpointError(f"checkpoint {path}: entry {bad} is corrupted (CRC mismatch)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch.load fails in many ways on foreign or cut bytes
@@ -110,16 +119,31 @@ class Restored:
 
 
 def restore(path: str | Path) -> Restored:
-    """The model and what it was trained with, from the checkpoint at ``path``."""
+    """The model and what it was trained with, from the checkpoint at ``path``; contents
+    that do not make that model (missing entries, wrong shapes, non-finite weights or
+    statistics) are a :class:`CheckpointError` naming the file."""
     ckpt = load(path)
     try:
         config = from_dict(ckpt["config"])
-    except ConfigError as e:
-        raise CheckpointError(f"checkpoint {path}: its config: {e}") from None
-    model = CMATH(config.model, DataSpec(**ckpt["spec"]), ckpt["model"].get("class_weights"))
-    model.load_state_dict(ckpt["model"])
-    raw = ckpt["standardization"]
-    stats = (
-        None if raw is None else {m: (s["mean"].numpy(), s["std"].numpy()) for m, s in raw.items()}
-    )
+        model = CMATH(config.model, DataSpec(**ckpt["spec"]), ckpt["model"].get("class_weights"))
+        model.load_state_dict(ckpt["model"])
+        raw = ckpt["standardization"]
+        stats = (
+            None
+            if raw is None
+            else {m: (s["mean"].numpy(), s["std"].numpy()) for m, s in raw.items()}
+        )
+    except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {path}: not a usable CMATH checkpoint: {first}"
+        ) from None
+    bad = [
+        k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()
+    ]
+    for m, (mean, std) in (stats or {}).items():
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            bad.append(f"standardization[{m}]")
+    if bad:
+        raise CheckpointError(f"checkpoint {path}: non-finite or zero values in {bad[:5]}")
     return Restored(model.eval(), config, stats, ckpt.get("features", {}))
