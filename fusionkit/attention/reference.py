@@ -46,13 +46,18 @@ def math_attention(
     Masked scores get the most negative finite value, not -inf, so that a row with no
     allowed key has finite weights; its output is replaced by zeros, which also stops its
     gradient. Dropout is :func:`fusionkit.dropout.dropout` (its cheap mask on the CPU).
+    Autocast is off inside: under mixed precision too the computation is fp32, and the
+    output has q's dtype.
     """
     compute = torch.promote_types(q.dtype, torch.float32)
-    scores = (q.to(compute) * scale) @ k.to(compute).transpose(-1, -2)
     allowed = allowed_keys(key_mask, causal, q.shape[-2], k.shape[-2], q.device)
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, torch.finfo(compute).min)
-    out = dropout(scores.softmax(dim=-1), dropout_p) @ v.to(compute)
+    # Under torch.autocast the matmuls would run in 16-bit (and the fp32 fill value would
+    # overflow fp16): this path computes in fp32 whatever the context.
+    with torch.autocast(q.device.type, enabled=False):
+        scores = (q.to(compute) * scale) @ k.to(compute).transpose(-1, -2)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, torch.finfo(compute).min)
+        out = dropout(scores.softmax(dim=-1), dropout_p) @ v.to(compute)
     if allowed is not None:
         out = torch.where(allowed.any(dim=-1, keepdim=True), out, 0.0)
     return out.to(q.dtype)

@@ -34,15 +34,32 @@ from torch import Tensor
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-# Block sizes by head dim (rows of q, rows of k). One config each: the interpreter cannot
-# autotune across several configs, and these are the usual flash-attention choices.
-_BLOCKS = {16: (64, 64), 32: (64, 64), 64: (64, 64), 128: (64, 32)}
+# Rows of q and of k a program takes, and software-pipeline stages (None: Triton's default),
+# by (fp32 inputs, the larger head dim padded to a power of two). One config each: the
+# interpreter cannot autotune across several. Chosen so that every kernel's shared memory
+# fits 99 KiB (compute capability 8.6 and 8.9, the least of Ampere and later) and, in
+# 16-bit, 64 KiB (7.5), as measured by compiling the kernels ahead of time for those
+# targets (bench/gpu_aot.py, docs/attention.md): the tiles used before (64 x 64, 64 x 32 at
+# head dim 128) overflow 99 KiB in fp32 from head dim 64 on, and 64 KiB in 16-bit at 128.
+_CONFIGS: dict[tuple[bool, int], tuple[int, int, int | None]] = {
+    (False, 16): (64, 64, None),
+    (False, 32): (64, 64, None),
+    (False, 64): (64, 64, None),
+    (False, 128): (32, 32, None),
+    (True, 16): (64, 64, None),
+    (True, 32): (64, 64, None),
+    (True, 64): (32, 32, None),
+    (True, 128): (32, 32, 2),
+}
 
 
-def _blocks(d: int) -> tuple[int, int, int]:
-    padded = max(16, triton.next_power_of_2(d))
-    bm, bn = _BLOCKS[padded]
-    return bm, bn, padded
+def _padded(d: int) -> int:
+    return max(16, triton.next_power_of_2(d))
+
+
+def _config(dh: int, dv: int, fp32: bool) -> tuple[int, int, int | None]:
+    """(rows of q, rows of k, pipeline stages) of a program for these head dims."""
+    return _CONFIGS[(fp32, max(_padded(dh), _padded(dv)))]
 
 
 # fmt: off
@@ -200,13 +217,13 @@ def _launch_args(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, causa
     """Mask pointer, strides, sizes and compile-time constants shared by the three kernels."""
     _b, h, tq, dh = q.shape
     tk, dv = k.shape[2], v.shape[3]
-    bm, bn, bd = _blocks(dh)
-    bdv = _blocks(dv)[2]
+    fp32 = q.dtype == torch.float32
+    bm, bn, stages = _config(dh, dv, fp32)
+    bd, bdv = _padded(dh), _padded(dv)
     if key_mask is None:
         mask = q.new_empty((1, 1), dtype=torch.uint8)
     else:
         mask = key_mask.to(torch.uint8).contiguous()
-    fp32 = q.dtype == torch.float32
     compute = (
         tl.float32
         if (INTERPRET or fp32)
@@ -215,6 +232,8 @@ def _launch_args(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, causa
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3])
     consts = {"HAS_MASK": key_mask is not None, "CAUSAL": causal, "PRECISION": "ieee"}
     consts |= {"COMPUTE": compute, "BM": bm, "BN": bn, "BD": bd, "BDV": bdv}
+    if stages is not None:  # a launch option, beside the constants
+        consts["num_stages"] = stages
     return mask, strides, (h, tq, tk, dh, dv), consts
 
 
