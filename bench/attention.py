@@ -3,6 +3,8 @@
     python bench/attention.py                 # the full grid (slow on a CPU: see --max-len)
     python bench/attention.py --max-len 1024  # skip rows with tq or tk above 1024
     python bench/attention.py --quick         # a smoke test of seconds
+    python bench/attention.py --device cuda --dtype bfloat16 --sdpa-kernels \
+        --shapes 16,8,110,110,32 1,8,4096,4096,32   # chosen shapes, each SDPA kernel (bench/gpu.sh)
 
 Rows: b=1, h=8 for tq, tk in {64, 256, 1024, 4096} and dh in {64, 128}, then the CMATH
 shape (b=16, h=8, t=110, dh=32). For each shape, first the bare
@@ -10,6 +12,10 @@ shape (b=16, h=8, t=110, dh=32). For each shape, first the bare
 None, :])`` (no handling of rows without an allowed key), then fusionkit's ``attention``
 with each backend: ``sdpa`` (the wrapper: boolean key mask, rows with no allowed key give
 zeros, shape checks), ``math``, and on CUDA ``triton``. The key mask pads ~10% of the keys.
+``--sdpa-kernels`` adds the bare call forced onto each of SDPA's kernels (flash, efficient,
+cudnn, math; PyTorch's switches ``torch.backends.cuda.enable_*_sdp`` around the forward): a
+kernel that refuses a key mask (flash) is timed without one and says so, one that refuses
+the inputs altogether is listed as unsupported. ``--shapes`` replaces the grid.
 Ratios first, each to the bare call measured in the same alternating rounds; then median
 times (forward, and forward + backward through ``torch.autograd.grad``) and the peak
 memory of a forward + backward (``bench/common.py`` says how it is measured per device).
@@ -17,6 +23,7 @@ memory of a forward + backward (``bench/common.py`` says how it is measured per 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,6 +32,7 @@ if not __package__:  # run as a script: make the repository importable
 
 import itertools
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +52,70 @@ def bare(q, k, v, mask):
 
 def fusionkit(backend):
     return lambda q, k, v, mask: attention(q, k, v, key_mask=mask, backend=backend)
+
+
+CUDA_BACKENDS = torch.backends.cuda
+SDPA_KERNELS = {  # name -> (is it enabled, enable or disable it): PyTorch's global switches
+    "flash": (CUDA_BACKENDS.flash_sdp_enabled, CUDA_BACKENDS.enable_flash_sdp),
+    "efficient": (CUDA_BACKENDS.mem_efficient_sdp_enabled, CUDA_BACKENDS.enable_mem_efficient_sdp),
+    "cudnn": (CUDA_BACKENDS.cudnn_sdp_enabled, CUDA_BACKENDS.enable_cudnn_sdp),
+    "math": (CUDA_BACKENDS.math_sdp_enabled, CUDA_BACKENDS.enable_math_sdp),
+}
+
+
+def bare_on(kernel: str, with_mask: bool):
+    """The bare call restricted to one of SDPA's kernels (with the key mask, or none).
+
+    The switches are flipped around the forward only (the backward is the one the forward
+    recorded): a few C calls, not ``torch.nn.attention.sdpa_kernel``, whose context cost
+    about 25 µs a call here (CPU), a large share of a small call.
+    """
+    saved = {name: enabled() for name, (enabled, _) in SDPA_KERNELS.items()}
+
+    def fn(q, k, v, mask):
+        try:
+            for name, (_, enable) in SDPA_KERNELS.items():
+                enable(name == kernel)
+            if with_mask:
+                return bare(q, k, v, mask)
+            return F.scaled_dot_product_attention(q, k, v)
+        finally:
+            for name, (_, enable) in SDPA_KERNELS.items():
+                enable(saved[name])
+
+    return fn
+
+
+def kernel_variants(leaves, mask, grad) -> tuple[dict, list[str]]:
+    """Each SDPA kernel that runs these inputs forward and backward, with the mask if it
+    takes one, else without; and the names of the kernels that run neither."""
+    variants, unsupported = {}, []
+    for name in SDPA_KERNELS:
+        for with_mask in (True, False):
+            fn = bare_on(name, with_mask)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # SDPA warns why a kernel refuses
+                    calls(fn, leaves, mask, grad)[1]()
+            except RuntimeError:
+                continue
+            label = f"bare sdpa [{name}]" + ("" if with_mask else ", no key mask")
+            variants[label] = fn
+            break
+        else:
+            unsupported.append(f"bare sdpa [{name}]")
+    return variants, unsupported
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int, int]:
+    """``b,h,tq,tk,dh`` -> a tuple of five positive ints."""
+    try:
+        shape = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 5 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"--shapes: expected b,h,tq,tk,dh, got {text!r}")
+    return shape
 
 
 def calls(fn, leaves, mask, grad):
@@ -78,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--budget", type=float, default=1.0, help="seconds of timing per variant and row"
     )
+    p.add_argument(
+        "--shapes",
+        nargs="+",
+        type=parse_shape,
+        metavar="B,H,TQ,TK,DH",
+        help="these shapes instead of the grid and the CMATH shape",
+    )
+    p.add_argument(
+        "--sdpa-kernels", action="store_true", help="also the bare call on each SDPA kernel"
+    )
     args = p.parse_args(argv)
     device = common.torch_device(args.device, args.threads)
     dtype = (
@@ -91,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         shapes = [(2, 2, 16, 16, 16), (2, 2, 16, 48, 16), (16, 8, 110, 110, 32)]
         budget, lo, hi = 0.05, 2, 5
+    elif args.shapes:
+        shapes, budget, lo, hi = args.shapes, args.budget, 3, 200
     else:
         lengths = [n for n in (64, 256, 1024, 4096) if n <= args.max_len]
         shapes = [
@@ -107,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         grad = torch.randn(b, h, tq, dh, generator=g).to(device, dtype)
         leaves = [x.clone().requires_grad_() for x in (q, k, v)]
         variants = {"bare sdpa": bare, **{f"fusionkit {n}": fusionkit(n) for n in backends}}
+        unsupported = []
+        if args.sdpa_kernels:
+            kernels, unsupported = kernel_variants(leaves, mask, grad)
+            variants |= kernels
         fns = {name: calls(fn, leaves, mask, grad) for name, fn in variants.items()}
         reps = repeats_for(fns["bare sdpa"][1], device, budget, lo, hi)
         fwd = common.time_alternating(
@@ -128,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     common.mib(common.peak_bytes(fb, device)),
                 ]
             )  # fmt: skip
+        rows += [[b, h, tq, tk, dh, name, *["unsupported"] * 5] for name in unsupported]
     info = common.machine(device)
     title = f"attention, {str(dtype).removeprefix('torch.')}; {common.describe(info, args.clock)}"
     common.emit("attention", title, info, HEADERS, rows, json_path=args.json, argv=argv)

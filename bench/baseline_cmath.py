@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from examples.cmath.model import CMATH, CMATHConfig, DataSpec
+from fusionkit.models.cmath.model import CMATH, CMATHConfig, DataSpec
 
 
 def unet_widths(in_dim: int, hidden: int, latent: int) -> list[int]:

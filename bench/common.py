@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from examples.cmath.config import load_config
-from examples.cmath.model import CMATH, CMATHConfig, DataSpec
+from fusionkit.models.cmath.config import load_config
+from fusionkit.models.cmath.model import CMATH, CMATHConfig, DataSpec
 from fusionkit.batch import Dialogue, DialogueBatch
 from fusionkit.data import SyntheticConversations
 from fusionkit.data.synthetic import IEMOCAP_DIMS

@@ -2,7 +2,7 @@
 
     python bench/train_step.py                      # hidden 256 and 1024, every comparison
     python bench/train_step.py --hidden 256 --no-compile
-    python bench/train_step.py --checking-only      # shape checking on against off (bench/typecheck.py)
+    python bench/train_step.py --checking-only      # shape checking on against off
     python bench/train_step.py --profile            # also the top ops of one step, eager and compiled
     python bench/train_step.py --quick              # a smoke test of seconds
 
