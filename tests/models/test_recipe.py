@@ -75,3 +75,32 @@ def test_early_stopping_stops_on_patience_and_keeps_the_best_weights(tmp_path):
     kept = fitted.model.state_dict()
     assert all(torch.equal(kept[k].cpu(), best[k]) for k in best)
     assert any(not torch.equal(best[k], last[k]) for k in best)  # epochs 2-3 did move it
+
+
+def test_a_non_finite_loss_stops_training_naming_seed_epoch_and_step(tmp_path, monkeypatch):
+    """The loss turns NaN at the 3rd step of epoch 2: the run stops there with an error,
+    best.pt and state.pt keep epoch 1, and no weight was updated with the NaN."""
+    from fusionkit.errors import DivergenceError
+    from fusionkit.models.cmath import train as train_module
+
+    config = override(load_config("synthetic"), [s for s in TINY if "=" in s])
+    config = override(config, ["train.epochs=3", "train.save_every=1"])
+    ds, stats = load_data(config)
+    steps_per_epoch = math.ceil(len(ds.split("train")) / config.train.batch_size)
+    calls = {"n": 0}
+    real = train_module.objective
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        if calls["n"] == steps_per_epoch + 3:
+            return type(loss)(total=loss.total * float("nan"), terms=loss.terms)
+        return loss
+
+    monkeypatch.setattr(train_module, "objective", poisoned)
+    with pytest.raises(DivergenceError, match=r"seed 0, epoch 2, step 3: the loss is not finite"):
+        fit(config, ds, stats, 0, tmp_path, quiet=True)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["state"]["epoch"] == 1
+    assert all(v.isfinite().all() for v in state["model"].values() if v.is_floating_point())
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 1
