@@ -15,6 +15,7 @@ Blocks without a language (diagrams) and ```text blocks are prose.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import re
 import shlex
 import sys
@@ -39,7 +40,7 @@ EXTRAS = set(PROJECT["optional-dependencies"])
 REQUIREMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 DEPENDENCIES = {
     REQUIREMENT.match(req).group(0).lower()
-    for req in [*PROJECT["dependencies"], *sum(PROJECT["optional-dependencies"].values(), [])]
+    for req in itertools.chain(PROJECT["dependencies"], *PROJECT["optional-dependencies"].values())
 } - {PROJECT["name"]}
 EXAMPLES = {"examples/cmath/train.py": "train", "examples/cmath/predict.py": "predict"}
 
@@ -121,9 +122,7 @@ def dry_run(words: list[str]) -> None:
 
 def test_every_install_line_installs_this_project():
     lines = [
-        line
-        for page in PAGES
-        for line in re.findall(r"pip install [^`\n]*", page.read_text())
+        line for page in PAGES for line in re.findall(r"pip install [^`\n]*", page.read_text())
     ]
     assert lines, "no install line found"
     for line in lines:

@@ -44,7 +44,9 @@ def test_empty_cells_and_flags_mark_a_modality_absent(tmp_path):
     assert table.presence("text").tolist() == [True, True, True, False, True]
     assert table.presence("audio").tolist() == [True, False, False, True, True]
     (d,) = table.dialogues
-    assert d.cells["audio"][0].path == tmp_path / "a.wav" and d.cells["audio"][0].start is None  # next to it
+    assert (
+        d.cells["audio"][0].path == tmp_path / "a.wav" and d.cells["audio"][0].start is None
+    )  # next to it
     assert d.rows == [1, 2, 3, 4, 5] and d.file == path
 
 

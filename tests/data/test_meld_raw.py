@@ -73,7 +73,6 @@ def test_unusable_clips_are_errors_naming_the_row_and_the_file(release):
 
 
 def test_missing_clip_folder_and_csvs(release, tmp_path):
-    root, _ = release
     with pytest.raises(MissingFileError, match=r"MELD clip folders \{'dev': 'dev_clips'\}"):
         _source(release, clips={**MELD_CLIPS, "dev": "dev_clips"}).load()
     with pytest.raises(MissingFileError, match="MELD's CSVs"):

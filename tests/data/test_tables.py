@@ -48,7 +48,12 @@ def test_jsonl_and_custom_columns(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     cols = TableColumns(
-        dialogue="conv", utterance="idx", speaker="who", modalities={"text": "utt"}, label="emo", split=None
+        dialogue="conv",
+        utterance="idx",
+        speaker="who",
+        modalities={"text": "utt"},
+        label="emo",
+        split=None,
     )
     table = read_conversation_table(path, label_names=LABELS, columns=cols, split="dev")
     assert table.dialogues[0].labels == [1, 1, 1] and table.dialogues[0].split == "dev"
@@ -103,7 +108,9 @@ def test_clean_text_handles_quotes_and_cp1252_leftovers():
 def test_cp1252_file(tmp_path):
     path = tmp_path / "t.csv"
     path.write_bytes((HEADER + "1,0,A,you’re,neutral,train\n").encode("cp1252"))  # ’ is byte 0x92
-    assert read_conversation_table(path, label_names=LABELS).dialogues[0].cells["text"] == ["you're"]
+    assert read_conversation_table(path, label_names=LABELS).dialogues[0].cells["text"] == [
+        "you're"
+    ]
 
 
 @pytest.mark.skipif(not MELD.exists(), reason=f"MELD transcripts not found at {MELD}")

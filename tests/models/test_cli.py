@@ -68,7 +68,9 @@ def test_wrong_value_type_unknown_key_and_unknown_config(capsys):
 def test_unknown_source_and_a_field_of_another_source(capsys, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[data]\nsource = "parquet"\n')
-    assert "data.source: unknown 'parquet'; known: [" in _error(capsys, "train", "--config", str(bad))
+    assert "data.source: unknown 'parquet'; known: [" in _error(
+        capsys, "train", "--config", str(bad)
+    )
     bad.write_text('[data]\nsource = "npz"\ntext_layer = 1\n')
     err = _error(capsys, "train", "--config", str(bad))
     assert "data: unknown keys ['text_layer']; known: ['path']" in err

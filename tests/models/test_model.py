@@ -5,17 +5,15 @@ import torch
 
 from fusionkit import DialogueBatch
 from fusionkit.augment import modality_dropout
-from fusionkit.models.cmath import CMATH, CMATHConfig, DataSpec, loss_counts, objective
 from fusionkit.data import SyntheticConversations
+from fusionkit.models.cmath import CMATH, CMATHConfig, DataSpec, loss_counts, objective
 
 DIMS = {"text": 20, "audio": 14, "visual": 10}
 
 
 @pytest.fixture(scope="module")
 def data():
-    return SyntheticConversations(
-        num_dialogues=12, min_len=3, max_len=10, dims=DIMS, seed=0
-    ).load()
+    return SyntheticConversations(num_dialogues=12, min_len=3, max_len=10, dims=DIMS, seed=0).load()
 
 
 def _model(ds, weights=None, **changes):

@@ -2,6 +2,7 @@
 stopping on dev weighted F1 with the best epoch's weights kept, and the configurations that
 use it."""
 
+import itertools
 import math
 
 import pytest
@@ -22,7 +23,7 @@ def test_warmup_is_linear_then_cosine_reaches_zero_at_the_end():
     assert f(199) == pytest.approx(0.5 * (1 + math.cos(math.pi * 179 / 180)))
     assert f(200) == pytest.approx(0.0)
     after = [f(i) for i in range(20, 201)]
-    assert all(a >= b for a, b in zip(after, after[1:]))  # never rises after the warmup
+    assert all(a >= b for a, b in itertools.pairwise(after))  # never rises after the warmup
 
 
 def test_constant_schedule_and_no_warmup():

@@ -20,7 +20,9 @@ def test_manifest_trains_and_predicts(tmp_path):
     sets = ['data.label_names=["neutral", "joy", "surprise", "anger"]', "train.seeds=[0]"]
     sets += ["model.hidden_dim=16", "model.heads=2", "model.compressed_dim=8", "train.probe=false"]
     assert (
-        cli.main(["train", *args, "--epochs", "2", "--quiet", *(a for s in sets for a in ("--set", s))])
+        cli.main(
+            ["train", *args, "--epochs", "2", "--quiet", *(a for s in sets for a in ("--set", s))]
+        )
         == 0
     )
     res = json.loads((tmp_path / "run" / "seed0" / "results.json").read_text())

@@ -48,7 +48,9 @@ def test_a_tiny_study_writes_a_best_config_that_trains(tmp_path):
     assert best.data.num_dialogues == 18  # the base configuration is kept
     assert (out / "importance.png").stat().st_size > 0
     run = tmp_path / "run"
-    assert cli.main(["train", "--config", str(out / "best.toml"), "--quiet", "--out", str(run)]) == 0
+    assert (
+        cli.main(["train", "--config", str(out / "best.toml"), "--quiet", "--out", str(run)]) == 0
+    )
     assert (run / "seed0" / "best.pt").exists()
 
 
