@@ -46,3 +46,21 @@ TINY = [
     *("--set", "train.lr=3e-3"),
     "--quiet",
 ]
+
+
+def streamed_logits(model, whole, cache) -> torch.Tensor:
+    """Logits (t, classes) of a causal model fed the one dialogue of batch ``whole`` one
+    utterance at a time through ``cache``."""
+    t = int(whole.mask[0].sum())
+    with torch.no_grad():
+        return torch.stack(
+            [
+                model.encode(
+                    {m: x[:, i : i + 1] for m, x in whole.features.items()},
+                    mask=whole.mask[:, i : i + 1],
+                    speakers=whole.speakers[:, i : i + 1],
+                    cache=cache,
+                ).logits[0, 0]
+                for i in range(t)
+            ]
+        )

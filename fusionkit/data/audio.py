@@ -57,27 +57,10 @@ class AudioFeatures:
                 f"AudioFeatures.feature_set: {self.feature_set!r} is not one of {list(FEATURE_SETS)}"
             )
 
-    def extract(
-        self,
-        table: ConversationTable,
-        modality: str,
-        *,
-        name: str,
-        cache_dir: str | Path | None,
-        on_error: OnError = "raise",
-        progress: bool = True,
-    ) -> Features:
-        """:func:`audio_features` of ``table`` with these settings."""
-        if modality != "audio":
-            raise ValueError(f"AudioFeatures: extracts the audio modality, not {modality!r}")
-        return audio_features(
-            table,
-            name=name,
-            features=self,
-            cache_dir=cache_dir,
-            on_error=on_error,
-            progress=progress,
-        )
+    def extract(self, table: ConversationTable, **options) -> Features:
+        """:func:`audio_features` of ``table`` with these settings (``options``: its
+        ``name``, ``cache_dir``, ``on_error``, ``progress``)."""
+        return audio_features(table, features=self, **options)
 
     @classmethod
     def from_record(cls, record: dict) -> AudioFeatures:

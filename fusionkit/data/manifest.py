@@ -25,7 +25,7 @@ FEATURE_KINDS: dict[str, type] = {
     "audio": AudioFeatures,
     "visual": VisualFeatures,
 }
-"""Modality -> its feature-settings class: ``extract(table, modality, ...)`` makes the
+"""Modality -> its feature-settings class: ``extract(table, ...)`` makes the
 features, ``from_record(settings)`` rebuilds the settings a dataset's extraction records."""
 
 
@@ -87,7 +87,7 @@ def manifest_dataset(
     cache_dir = path.parent / ".fusionkit-cache" if cache_dir is None else Path(cache_dir)
     made = {
         m: how.extract(
-            table, m, name=path.stem, cache_dir=cache_dir, on_error=on_error, progress=progress
+            table, name=path.stem, cache_dir=cache_dir, on_error=on_error, progress=progress
         )
         for m, how in sorted(features.items())
     }

@@ -341,7 +341,7 @@ class MeldRaw(Recordings):
         table = replace(table, dialogues=dialogues, modalities=("audio", "text", "visual"))
         cache = Path(self.cache_dir) if self.cache_dir else folder / ".fusionkit-cache"
         made = {
-            m: how.extract(table, m, name="meld-raw", cache_dir=cache, on_error=self.on_error)
+            m: how.extract(table, name="meld-raw", cache_dir=cache, on_error=self.on_error)
             for m, how in sorted(features.items())
         }
         how = "; ".join(f.settings["description"] for f in made.values())

@@ -61,29 +61,17 @@ class TextFeatures:
     batch_size: int = 128
     max_length: int | None = None
 
-    def extract(
-        self,
-        table: ConversationTable,
-        modality: str,
-        *,
-        name: str,
-        cache_dir: str | Path | None,
-        on_error: str = "raise",
-        progress: bool = True,
-    ) -> Features:
-        """:func:`text_features` of ``table`` with these settings (``on_error`` unused: a
-        text is read or the table is refused)."""
-        if modality != "text":
-            raise ValueError(f"TextFeatures: encodes the text modality, not {modality!r}")
+    def extract(self, table: ConversationTable, *, on_error: str = "raise", **options) -> Features:
+        """:func:`text_features` of ``table`` with these settings (``options``: its
+        ``name``, ``cache_dir``, ``progress``; ``on_error`` unused: a text is read or the
+        table is refused)."""
         return text_features(
             table,
-            name=name,
             encoder=self.encoder,
             finetune=self.finetune,
             batch_size=self.batch_size,
             max_length=self.max_length,
-            cache_dir=cache_dir,
-            progress=progress,
+            **options,
         )
 
     @classmethod

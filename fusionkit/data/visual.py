@@ -85,27 +85,10 @@ class VisualFeatures:
             raise ValueError(f"VisualFeatures: {'; '.join(problems)}")
         object.__setattr__(self, "fps", float(self.fps))  # 2 and 2.0: one cache
 
-    def extract(
-        self,
-        table: ConversationTable,
-        modality: str,
-        *,
-        name: str,
-        cache_dir: str | Path | None,
-        on_error: OnError = "raise",
-        progress: bool = True,
-    ) -> Features:
-        """:func:`visual_features` of ``table`` with these settings."""
-        if modality != "visual":
-            raise ValueError(f"VisualFeatures: extracts the visual modality, not {modality!r}")
-        return visual_features(
-            table,
-            name=name,
-            features=self,
-            cache_dir=cache_dir,
-            on_error=on_error,
-            progress=progress,
-        )
+    def extract(self, table: ConversationTable, **options) -> Features:
+        """:func:`visual_features` of ``table`` with these settings (``options``: its
+        ``name``, ``cache_dir``, ``on_error``, ``progress``)."""
+        return visual_features(table, features=self, **options)
 
     @classmethod
     def from_record(cls, record: dict) -> VisualFeatures:

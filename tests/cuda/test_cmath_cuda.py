@@ -21,7 +21,7 @@ from fusionkit.models.cmath.config import RunConfig
 from fusionkit.models.cmath.model import CMATH, CMATHConfig, DataSpec, loss_counts, objective
 from fusionkit.models.cmath.predictor import Predictor
 from tests.cuda.support import skip_without_bf16
-from tests.helpers import needs_triton, rel_error
+from tests.helpers import needs_triton, rel_error, streamed_logits
 
 pytestmark = pytest.mark.cuda
 
@@ -95,17 +95,9 @@ def test_streaming_equals_the_whole_dialogue_on_cuda(data, backend, device):
     cache = StreamCache()
     with torch.no_grad():
         full = model(whole).logits[0]
-        steps = [
-            model.encode(
-                {m: x[:, i : i + 1] for m, x in whole.features.items()},
-                mask=whole.mask[:, i : i + 1],
-                speakers=whole.speakers[:, i : i + 1],
-                cache=cache,
-            ).logits[0, 0]
-            for i in range(len(d))
-        ]
+    steps = streamed_logits(model, whole, cache)
     assert full.device.type == device.type and cache.position == len(d)
-    torch.testing.assert_close(torch.stack(steps), full, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(steps, full, atol=1e-4, rtol=1e-4)
 
 
 def test_checkpoint_trained_on_cuda_predicts_on_the_cpu(data, tmp_path, device):

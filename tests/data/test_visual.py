@@ -212,8 +212,6 @@ def test_settings_record_and_checks(encoder):
         VisualFeatures(fps=0, max_frames=0)
     with pytest.raises(ValueError, match=r"pooling 'max' is not one of \['mean_std', 'mean'\]"):
         VisualFeatures(pooling="max")
-    with pytest.raises(ValueError, match="extracts the visual modality, not 'audio'"):
-        how.extract(None, "audio", name="x", cache_dir=None)
 
 
 def test_an_encoder_folder_without_a_model(tmp_path):

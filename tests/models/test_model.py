@@ -7,6 +7,7 @@ from fusionkit import DialogueBatch
 from fusionkit.augment import modality_dropout
 from fusionkit.data import SyntheticConversations
 from fusionkit.models.cmath import CMATH, CMATHConfig, DataSpec, loss_counts, objective
+from tests.helpers import streamed_logits
 
 DIMS = {"text": 20, "audio": 14, "visual": 10}
 
@@ -203,17 +204,9 @@ def test_streaming_equals_the_causal_model_on_the_whole_dialogue(data):
     whole = DialogueBatch.collate([d])
     with torch.no_grad():
         full = model(whole).logits[0]
-        cache = StreamCache()
-        steps = [
-            model.encode(
-                {m: x[:, i : i + 1] for m, x in whole.features.items()},
-                mask=whole.mask[:, i : i + 1],
-                speakers=whole.speakers[:, i : i + 1],
-                cache=cache,
-            ).logits[0, 0]
-            for i in range(len(d))
-        ]
-    torch.testing.assert_close(torch.stack(steps), full, atol=1e-5, rtol=1e-4)
+    cache = StreamCache()
+    steps = streamed_logits(model, whole, cache)
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-4)
     assert cache.position == len(d)
     with pytest.raises(ValueError, match="cache: needs a causal layer"):
         _model(data).encode(
