@@ -77,13 +77,16 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
         raise CheckpointError(
             f"checkpoint {path}: not readable as a torch checkpoint (truncated, or another kind of file): {type(e).__name__}: {first}"
         ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    tag = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if not isinstance(tag, str) or tag != FORMAT:
         raise CheckpointError(
             f"checkpoint {path}: not a fusionkit CMATH checkpoint (no {FORMAT!r} format tag)"
         )
-    if ckpt.get("version") != VERSION:
+    version = ckpt.get("version")
+    if type(version) is not int or version != VERSION:
+        shown = " ".join(repr(version).split())[:40]
         raise CheckpointError(
-            f"checkpoint {path}: format version {ckpt.get('version')}, this fusionkit reads "
+            f"checkpoint {path}: format version {shown}, this fusionkit reads "
             f"version {VERSION}: retrain the model with this version"
         )
     return ckpt
@@ -133,7 +136,7 @@ def restore(path: str | Path) -> Restored:
             if raw is None
             else {m: (s["mean"].numpy(), s["std"].numpy()) for m, s in raw.items()}
         )
-    except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as e:
+    except (KeyError, IndexError, AttributeError, TypeError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"checkpoint {path}: not a usable CMATH checkpoint: {first}"

@@ -284,6 +284,8 @@ def fit(
             if show and epoch < epochs:
                 print(f"seed {seed}: stopped early, {stale} epochs without a better dev wF1")
             break
+    if best_weights is None and (out / "best.pt").exists():  # resumed past the best epoch
+        best_weights = checkpoint.load(out / "best.pt")["model"]
     if best_weights is not None:  # the model leaves with its best epoch's weights
         model.load_state_dict(best_weights)
     figures = results(config, ds, model, state, seed, world, time.time() - started, probe)
