@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def plot(rows: list[dict], modalities: list[str], path: Path) -> None:
     """One panel per modality: the dialogue's noise multiplier against its mean reliance."""
+    import matplotlib.ticker
+
     from fusionkit.models.cmath.report import pyplot
 
     plt = pyplot()
@@ -119,6 +121,8 @@ def plot(rows: list[dict], modalities: list[str], path: Path) -> None:
     for ax, m in zip(np.atleast_1d(axes), modalities):
         ax.scatter([r["noise"][m] for r in rows], [r["reliance"][m] for r in rows], s=12)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks([1 / 3, 0.5, 1, 2, 3], ["1/3", "0.5", "1", "2", "3"])
         ax.set_xlabel(f"{m}: the dialogue's noise multiplier")
         ax.set_title(m, fontsize=9)
     np.atleast_1d(axes)[0].set_ylabel("mean reliance over the dialogue")
