@@ -142,31 +142,24 @@ class MeldCsv(Source):
     on_nonfinite: OnNonFinite = "raise"
 
     def load(self) -> ConversationDataset:
-        from fusionkit.data.text import meld_text_dataset
-
         text = self.text.features()
-        return meld_text_dataset(
-            existing(self.path, self.name, folder=True),
-            encoder=text.encoder,
-            finetune=text.finetune,
-            cache_dir=self.cache_dir,
-            limit_dialogues=self.limit_dialogues,
-            train_dialogues=self.train_dialogues,
-            on_nonfinite=self.on_nonfinite,
-        )
+        return self._read(text.encoder, text.finetune)
 
     def reader_for(self, extraction: dict, label_names: list[str]):
         """MELD's CSVs encoded as ``extraction`` says (a fine-tuned encoder loaded, not
         trained again)."""
-        from fusionkit.data.text import meld_text_dataset
-
         if not extraction:
             return self.load
+        encoder = extraction_settings(extraction)["text"].encoder
+        return lambda: self._read(encoder, None)
 
-        text = extraction_settings(extraction)["text"]
-        return lambda: meld_text_dataset(
+    def _read(self, encoder: str, finetune) -> ConversationDataset:
+        from fusionkit.data.text import meld_text_dataset
+
+        return meld_text_dataset(
             existing(self.path, self.name, folder=True),
-            encoder=text.encoder,
+            encoder=encoder,
+            finetune=finetune,
             cache_dir=self.cache_dir,
             limit_dialogues=self.limit_dialogues,
             train_dialogues=self.train_dialogues,
