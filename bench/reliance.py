@@ -27,13 +27,9 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from bench import common
+from bench.robustness import DATA  # the robustness benchmark's conversations and training
 from fusionkit.models.cmath import Predictor, fit, load_config, override
 
-DATA = [
-    "data.dims={text = 256, audio = 256, visual = 128}",
-    "data.noise_spread=3.0",
-    "train.epochs=12",
-]
 QUICK = [
     "data.num_dialogues=30",
     "data.max_len=20",
