@@ -1,6 +1,6 @@
 """CMATH written as the field's public code writes a model (SDT, MulT), for comparison.
 
-The same function as ``examples/cmath/model.py`` in its default form (U-Net
+The same function as ``fusionkit.models.cmath.CMATH`` in its default form (U-Net
 reconstruction, asymmetric CMA-Transformer with every modality central in turn, gated
 streams, product-of-experts variational fusion, hierarchical distillation), built the
 straightforward way: ``torch.nn.TransformerEncoderLayer`` for each modality's context,
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fusionkit.models.cmath.model import CMATH, CMATHConfig, DataSpec
+from fusionkit.models.cmath import CMATH, CMATHConfig, DataSpec
 
 
 def unet_widths(in_dim: int, hidden: int, latent: int) -> list[int]:
@@ -89,7 +89,7 @@ class CrossModalLayer(nn.Module):
 
 class BaselineCMATH(nn.Module):
     """CMATH the straightforward way; ``forward(features, mask, speakers)`` returns a dict
-    of logits and auxiliary losses, :meth:`loss` the objective (as ``CMATH.objective``)."""
+    of logits and auxiliary losses, :meth:`loss` the objective (as fusionkit's ``objective``)."""
 
     def __init__(self, config: CMATHConfig, spec: DataSpec, class_weights: Tensor | None = None):
         super().__init__()

@@ -6,18 +6,33 @@ variants (the order rotates each round), so that a slow spell of a shared machin
 them all alike; a table reports each variant's median and its ratio to the row it is
 compared with. On CUDA every timed call ends with ``torch.cuda.synchronize()``.
 
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above what was allocated
-before the call. On the CPU, the PyTorch profiler's allocation events (``profile_memory``:
-one event for every allocation and free of tensor memory by PyTorch's CPU allocator,
-temporaries inside an op included), summed in time order; the peak of that running sum
-is the most memory the call held at once above what was live before it. It does not see
-memory a kernel takes outside PyTorch's allocator (oneDNN's scratch space, for one).
+Peak memory (:func:`peak_bytes`), the most memory one call holds at once above what was
+held just before it; the callers measure a call already warmed up, so first-call costs
+are not in it. Two figures, one per device, which do not compare with each other:
+
+- CPU: the process's **peak resident set** (what the operating system gave it: PyTorch's
+  tensors, oneDNN's scratch space, Python's objects alike) during the call, less its
+  resident set before the call. Before the call, freed memory that glibc keeps is handed
+  back (``malloc_trim``) and the peak is reset (``/proc/self/clear_refs``), so that the
+  figure is this call's, not an earlier one's. The peak is ``VmHWM`` of
+  ``/proc/self/status``, the counter ``getrusage``'s ``ru_maxrss`` reports for the
+  process's own memory; ``ru_maxrss`` itself starts, in a process started by another,
+  at that parent's peak. Where the peak cannot be reset (no such ``/proc``), the figure is
+  the growth of ``ru_maxrss`` over the call, which reads low once an earlier call went
+  higher.
+- CUDA: the **allocator peak**, ``torch.cuda.max_memory_allocated`` after
+  ``torch.cuda.reset_peak_memory_stats``, less ``torch.cuda.memory_allocated`` before:
+  tensor memory only, without what the caching allocator holds unused or libraries
+  allocate outside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import json
 import math
 import os
@@ -32,15 +47,35 @@ from pathlib import Path
 
 import torch
 
-from fusionkit.models.cmath.config import load_config
-from fusionkit.models.cmath.model import CMATH, CMATHConfig, DataSpec
-from fusionkit.batch import Dialogue, DialogueBatch
-from fusionkit.data import SyntheticConversations
+from fusionkit import Dialogue, DialogueBatch
+from fusionkit.data import IEMOCAP_LABELS, SyntheticConversations
 from fusionkit.data.synthetic import IEMOCAP_DIMS
+from fusionkit.models.cmath import (
+    CMATH,
+    CMATHConfig,
+    DataSpec,
+    load_config,
+    loss_counts,
+    objective,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_DIMS = {"text": 24, "audio": 40, "visual": 16}
 """Modality widths of ``--quick`` runs (the real ones are IEMOCAP's: 1024 / 1582 / 342)."""
+QUICK_RUN = [
+    "data.num_dialogues=18",
+    "data.min_len=3",
+    "data.max_len=12",
+    "data.dims={text = 16, audio = 12, visual = 8}",
+    "model.hidden_dim=16",
+    "model.heads=2",
+    "model.compressed_dim=8",
+    "model.reconstruction_hidden=0",
+    "train.batch_size=4",
+    "train.epochs=2",
+]
+"""``--set`` assignments of ``--quick`` training runs on the synthetic source: tiny data and
+model, two epochs."""
 
 
 # -- arguments and the machine ---------------------------------------------------------
@@ -54,8 +89,9 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every script has."""
+def parser(doc: str, *, clock: bool = True) -> argparse.ArgumentParser:
+    """An argument parser with the options every script has; ``clock=False`` for a script
+    whose times are the training loop's own (wall clock), which has no ``--clock``."""
     p = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -67,13 +103,16 @@ def parser(doc: str) -> argparse.ArgumentParser:
         help="torch threads (default: all cores, or OMP_NUM_THREADS when it is set)",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument(
-        "--clock",
-        choices=["wall", "cpu"],
-        default="wall",
-        help="wall time (default), or this process's CPU time: steadier on a shared machine "
-        "(with --threads 1 it is the time the step computed, not the time it waited)",
-    )
+    if clock:
+        p.add_argument(
+            "--clock",
+            choices=["wall", "cpu"],
+            default="wall",
+            help="wall time (default), or this process's CPU time: steadier on a shared "
+            "machine (with --threads 1 it is the time the step computed, not the time it waited)",
+        )
+    else:
+        p.set_defaults(clock="wall")
     p.add_argument("--json", metavar="PATH", help="also write the table and its settings here")
     return p
 
@@ -166,9 +205,6 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
-# -- memory ------------------------------------------------------------------------------
-
-
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null (the profiler's C++ side logs there)."""
@@ -183,44 +219,57 @@ def quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _allocations(node, out: list) -> None:
-    from torch._C._profiler import _EventType
+# -- memory ------------------------------------------------------------------------------
 
-    if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
-        out.append((node.start_time_ns, node.extra_fields.alloc_size))
-    for child in node.children:
-        _allocations(child, out)
+
+PROC = Path("/proc/self")
+
+
+def _status_bytes(field: str) -> int:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), in bytes."""
+    for line in (PROC / "status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024  # kB
+    raise KeyError(field)
+
+
+def _max_rss_bytes() -> int:
+    """``getrusage``'s peak resident set (KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _cpu_peak(fn: Callable[[], object]) -> int:
+    """The process's peak resident set during ``fn()`` above its resident set before."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # glibc only
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    try:
+        (PROC / "clear_refs").write_text("5")  # the peak resident set := the resident set
+    except OSError:
+        before = _max_rss_bytes()
+        fn()
+        return _max_rss_bytes() - before
+    before = _status_bytes("VmRSS")
+    fn()
+    return max(0, _status_bytes("VmHWM") - before)
 
 
 def peak_bytes(fn: Callable[[], object], device: torch.device | str) -> int:
-    """The most memory ``fn()`` holds at once above what was allocated before the call
-    (see the module docstring for how, per device)."""
+    """The most memory ``fn()`` holds at once above what was held before the call: the
+    process's resident set on the CPU, the allocator's tensor memory on CUDA (the module
+    docstring says how, and what each leaves out)."""
     device = torch.device(device)
-    if device.type == "cuda":
-        sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        sync(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with quiet_stderr(), torch.profiler.profile(activities=activities, profile_memory=True) as prof:
-        fn()
-    events: list = []
-    for root in prof.profiler.kineto_results.experimental_event_tree():
-        _allocations(root, events)
-    live = peak = 0
-    for _, size in sorted(events):  # a free is a negative size
-        live += size
-        peak = max(peak, live)
-    return peak
-
-
-def max_rss_bytes() -> int:
-    """This process's peak resident memory so far (Linux reports KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if device.type != "cuda":
+        return _cpu_peak(fn)
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    sync(device)
+    return torch.cuda.max_memory_allocated(device) - base
 
 
 def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -247,16 +296,25 @@ def write_json(path: str | None, payload: Mapping) -> None:
 
 
 def emit(
-    script: str, title: str, info: Mapping, headers: Sequence[str], rows: list, *, json_path, argv
+    script: str,
+    title: str,
+    info: Mapping,
+    headers: Sequence[str],
+    rows: list,
+    *,
+    json_path,
+    argv,
+    **extra,
 ) -> None:
-    """Print ``title`` and the table; with ``json_path``, write them and the machine as JSON."""
+    """Print ``title`` and the table; with ``json_path``, write them, the machine and
+    ``extra`` (more figures, by name) as JSON."""
     print(title)
     print()
     print(markdown(headers, rows))
     write_json(
         json_path,
         {"script": script, "argv": sys.argv[1:] if argv is None else argv, "machine": info,
-         "headers": headers, "rows": rows},
+         "headers": headers, "rows": rows, **extra},
     )  # fmt: skip
 
 
@@ -268,8 +326,8 @@ def mib(n: float) -> str:
 
 
 def cmath_config(hidden: int, *, quick: bool = False, **changes) -> CMATHConfig:
-    """The IEMOCAP configuration (configs/iemocap.toml: 8 heads, feed-forward x4, dropout
-    0.5, two CMA layers, compressed width 256) at width ``hidden``; ``--quick``: a tiny one."""
+    """The IEMOCAP configuration (``configs/iemocap.toml``) at width ``hidden``; ``--quick``:
+    a tiny one."""
     config = replace(load_config("iemocap").model, hidden_dim=hidden)
     if quick:
         config = replace(config, heads=2, ff_mult=2, cma_depth=1, compressed_dim=8)
@@ -301,8 +359,7 @@ def random_batch(b: int, t: int, dims: Mapping[str, int], *, seed: int = 0) -> D
 
 
 def spec_for(dims: Mapping[str, int], longest: int) -> DataSpec:
-    from fusionkit.data.pickles import IEMOCAP_LABELS
-
+    """What the model needs to know of IEMOCAP-shaped data of these widths."""
     return DataSpec(
         input_dims=dict(dims), label_names=list(IEMOCAP_LABELS), num_speakers=2, longest=longest
     )
@@ -318,6 +375,14 @@ def class_weights_of(dialogues: Sequence[Dialogue], classes: int = 6) -> torch.T
 def build_cmath(config: CMATHConfig, spec: DataSpec, weights=None, *, seed: int = 0) -> CMATH:
     torch.manual_seed(seed)
     return CMATH(config, spec, weights)
+
+
+def loss(model: CMATH, batch: DialogueBatch, normalizer: torch.Tensor | None = None):
+    """The training objective of ``model`` on ``batch`` (``normalizer``: its
+    :func:`~fusionkit.models.cmath.loss_counts`, computed when not given)."""
+    if normalizer is None:
+        normalizer = loss_counts(batch, model.class_weights)
+    return objective(model, model(batch), batch, normalizer).total
 
 
 def spawn_worker(script: str, opts: dict, **env: str) -> dict:

@@ -1,24 +1,30 @@
-"""One epoch of the training script on the synthetic IEMOCAP-sized data, and where it goes.
+"""One epoch of the training loop on the synthetic IEMOCAP-sized data, and where it goes.
 
     python bench/epoch.py                      # hidden 256, 2 epochs; then the default run
     python bench/epoch.py --hidden 64          # the default run's model
-    python bench/epoch.py --no-default-run     # skip the 20-epoch run (about 75 s)
+    python bench/epoch.py --no-default-run     # skip the 20-epoch run (about 2 minutes)
     python bench/epoch.py --profile            # also the top ops of the last epoch
     python bench/epoch.py --quick              # a smoke test of seconds
 
-It runs the training script's own loop (``examples/cmath/fit.py``: ``fit`` with the
-synthetic configuration, ``model.hidden_dim`` set) for ``--epochs`` epochs in this process,
-and times its parts by wrapping the functions the loop calls: reading the data
-(``load_data``: generating the 151 dialogues and standardising them, once per run), the
-training pass (``Trainer.train_epoch``; within it, collating batches), evaluation of dev
-and test (within it, collating and the metrics), and the checkpoint writes (``best.pt``
-when dev improves, ``last.pt`` every epoch). Epoch 1 pays one-time costs (first calls of
-every op, allocations); the table reports the last epoch, and epoch 1 beside it.
+It runs ``fit()`` (``fusionkit.models.cmath``) on the synthetic configuration with
+``model.hidden_dim`` set, for ``--epochs`` epochs in this process, and reads the parts of
+each epoch from ``fit()``'s own record, ``history[i]["seconds"]``: the training pass
+(``train``), evaluation of dev and test (``evaluate``) and the checkpoint writes
+(``checkpoint``: ``best.pt`` when dev improves, ``state.pt`` every ``train.save_every``
+epochs and at the end). An epoch's whole time is the time between two calls of ``fit()``'s
+``on_epoch`` hook; what the parts leave of it is the rest of the loop (the batch order,
+the progress bar, the record). Reading the data (``load_data``: generating the 151
+dialogues and standardising them) is timed around the call, once a run. Collating batches,
+which the training pass and evaluation do within them, is timed apart: the same
+``fusionkit.batches`` calls over the training split in a random order, and over dev and
+test. Epoch 1 pays one-time costs (first calls of every op, allocations); the table
+reports the last epoch, and epoch 1 beside it. ``--profile`` runs ``torch.profiler`` from
+the ``on_epoch`` call before the last epoch to the one after it.
 
-Then, unless ``--no-default-run``, the default run itself (``python examples/cmath/train.py``:
-hidden 64, 20 epochs) in a fresh process: its wall time, and its own count of the
-training loop's seconds. Ratios first: each part's share of the epoch, the epoch against
-the 5 s target.
+Then, unless ``--no-default-run``, the default run itself (``python -m fusionkit train``:
+the synthetic configuration, hidden 64, 20 epochs) in a fresh process: its wall time, and
+its own count of the training loop's seconds (``results.json``). Ratios first: each part's
+share of the epoch, the epoch against the 5 s target. Times are wall clock (``fit()``'s).
 """
 
 from __future__ import annotations
@@ -30,136 +36,71 @@ if not __package__:  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import contextlib
-import itertools
 import json
 import os
 import subprocess
 import tempfile
 import time
-from collections import defaultdict
+
+import numpy as np
+import torch
 
 from bench import common
-from examples.cmath import checkpoint as checkpoint_module
-from examples.cmath import evaluate as evaluate_module
-from examples.cmath import fit as fit_module
-from examples.cmath.config import load_config, override, with_model
-from examples.cmath.data import load_data
+from fusionkit import batches
+from fusionkit.models.cmath import fit, load_config, override
+from fusionkit.models.cmath.run import load_data
 
 TARGET_SECONDS = 5.0
-# The quick run's data and model: tiny, as tests/helpers.py's TINY.
-QUICK_SETTINGS = [
-    "data.synthetic.num_dialogues=18",
-    "data.synthetic.min_len=3",
-    "data.synthetic.max_len=12",
-    "data.synthetic.dims={text = 16, audio = 12, visual = 8}",
-    "model.heads=2",
-    "model.compressed_dim=8",
-    "model.reconstruction_hidden=0",
-    "train.batch_size=4",
-]
+PARTS = {  # fit()'s name of a part -> its row
+    "train": "training pass",
+    "evaluate": "evaluation (dev + test)",
+    "checkpoint": "checkpoint writes (best.pt, state.pt)",
+}
 
 
-class Clock:
-    """Seconds spent in wrapped functions, per label and epoch."""
-
-    def __init__(self, clock: str = "wall"):
-        self.now = common.CLOCKS[clock]
-        self.seconds: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        self.epoch = 0
-        self.epoch_starts: list[float] = []
-        self.end = None
-
-    def timed(self, label: str, fn):
-        def wrapper(*args, **kwargs):
-            start = self.now()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[self.epoch][label] += self.now() - start
-
-        return wrapper
-
-    def timed_iter(self, label: str, fn):
-        """Wrap a generator function: time spent producing each item."""
-
-        def wrapper(*args, **kwargs):
-            it = iter(fn(*args, **kwargs))
-            while True:
-                start = self.now()
-                try:
-                    item = next(it)
-                except StopIteration:
-                    return
-                finally:
-                    self.seconds[self.epoch][label] += self.now() - start
-                yield item
-
-        return wrapper
+def collation_seconds(ds, batch_size: int) -> dict[str, float]:
+    """Seconds of collating one epoch's training batches (random order) and dev's and test's."""
+    train = ds.split("train")
+    order = np.random.default_rng(0).permutation(len(train))
+    start = time.perf_counter()
+    for _ in batches(train, batch_size, order=order):
+        pass
+    middle = time.perf_counter()
+    for split in ("dev", "test"):
+        for _ in batches(ds.split(split), batch_size):
+            pass
+    return {"train": middle - start, "evaluate": time.perf_counter() - middle}
 
 
-@contextlib.contextmanager
-def instrumented(clock: Clock):
-    """Wrap what the training loop calls, for the duration of the block."""
-    patches = [
-        (fit_module, "batches", clock.timed_iter("train: collating batches", fit_module.batches)),
-        (evaluate_module, "batches", clock.timed_iter("eval: collating batches", evaluate_module.batches)),
-        (evaluate_module, "classification_report", clock.timed("eval: metrics", evaluate_module.classification_report)),
-        (fit_module, "evaluate", clock.timed("evaluation (dev + test)", fit_module.evaluate)),
-        (checkpoint_module, "save", clock.timed("checkpoint writes", checkpoint_module.save)),
-        (checkpoint_module, "payload", clock.timed("checkpoint writes", checkpoint_module.payload)),
-    ]  # fmt: skip
-    train_epoch = fit_module.Trainer.train_epoch
+class EpochClock:
+    """``fit()``'s ``on_epoch`` hook: when each epoch ended, and the profiler around the last."""
 
-    def train_epoch_timed(self, *args, **kwargs):
-        clock.epoch += 1
-        clock.epoch_starts.append(clock.now())
-        return clock.timed("training pass", train_epoch)(self, *args, **kwargs)
+    def __init__(self, epochs: int, profile: bool):
+        self.ends: list[float] = []
+        self.epochs = epochs
+        cpu = [torch.profiler.ProfilerActivity.CPU]
+        self.profiler = torch.profiler.profile(activities=cpu) if profile else None
 
-    results = fit_module._results
-
-    def results_timed(*args, **kwargs):
-        clock.end = clock.now()
-        return results(*args, **kwargs)
-
-    patches += [
-        (fit_module.Trainer, "train_epoch", train_epoch_timed),
-        (fit_module, "_results", results_timed),
-    ]
-    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
-    try:
-        for obj, name, value in patches:
-            setattr(obj, name, value)
-        yield
-    finally:
-        for obj, name, value in saved:
-            setattr(obj, name, value)
-
-
-def _children_cpu() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    def __call__(self, record: dict) -> None:
+        self.ends.append(time.perf_counter())
+        if self.profiler is not None and record["epoch"] >= self.epochs - 1:
+            with common.quiet_stderr():
+                if record["epoch"] < self.epochs:
+                    self.profiler.start()
+                else:
+                    self.profiler.stop()
 
 
 def default_run(args) -> dict:
-    """``python examples/cmath/train.py`` in a fresh process: wall time (or, with ``--clock
-    cpu``, the process's CPU time) and its own count of the training loop's seconds."""
+    """``python -m fusionkit train`` in a fresh process: wall time and ``fit()``'s seconds."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [
-            sys.executable,
-            str(common.ROOT / "examples" / "cmath" / "train.py"),
-            "--out",
-            out,
-            "--quiet",
-        ]
+        cmd = [sys.executable, "-m", "fusionkit", "train", "--out", out, "--quiet"]
         if args.quick:
-            cmd += [a for s in QUICK_SETTINGS for a in ("--set", s)] + ["--epochs", "1"]
+            cmd += [a for s in common.QUICK_RUN for a in ("--set", s)]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        start, cpu = time.perf_counter(), _children_cpu()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start if args.clock == "wall" else _children_cpu() - cpu
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=common.ROOT)
+        wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
         results = json.loads((Path(out) / "seed0" / "results.json").read_text())
@@ -168,132 +109,83 @@ def default_run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common.parser(__doc__)
+    p = common.parser(__doc__, clock=False)
     p.add_argument("--hidden", type=int, default=256, help="model.hidden_dim (default 256)")
-    p.add_argument("--epochs", type=int, help="epochs to run (default 2; the last is reported)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs to run (the last is reported)")
     p.add_argument("--default-run", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--profile", action="store_true", help="print the top ops of the last epoch")
     args = p.parse_args(argv)
+    if args.epochs < 2:
+        p.error("--epochs: at least 2 (the last epoch's time is measured from the one before)")
     device = common.torch_device(args.device, args.threads)
-    config = with_model(load_config("synthetic"), hidden_dim=16 if args.quick else args.hidden)
-    if args.quick:
-        config = override(config, QUICK_SETTINGS)
-    epochs = args.epochs or 2
-    config = override(config, [f"train.epochs={epochs}", f'train.device="{device.type}"'])
+    settings = [f"model.hidden_dim={args.hidden}"] + (common.QUICK_RUN if args.quick else [])
+    settings += [f"train.epochs={args.epochs}", f'train.device="{device.type}"']
+    config = override(load_config("synthetic"), settings)
 
-    clock = Clock(args.clock)
-    start = clock.now()
-    ds, stats = load_data(config.data)
-    load_seconds = clock.now() - start
-    profiler = None
-    with tempfile.TemporaryDirectory() as out, instrumented(clock):
-        if args.profile:
-            import torch
+    start = time.perf_counter()
+    ds, stats = load_data(config)
+    load_seconds = time.perf_counter() - start
+    collation = collation_seconds(ds, config.train.batch_size)
+    clock = EpochClock(args.epochs, args.profile)
+    with tempfile.TemporaryDirectory() as out:
+        fitted = fit(config, ds, stats, 0, Path(out), quiet=True, on_epoch=clock)
+    history = fitted.results["history"]
+    last, first = history[-1]["seconds"], history[0]["seconds"]
+    total = clock.ends[-1] - clock.ends[-2]
+    rows = []
 
-            # Profile the last epoch only: start the profiler when it begins.
-            inner = fit_module.Trainer.train_epoch
+    def row(name: str, ratio: str, seconds: float, digits: int = 3) -> None:
+        rows.append([name, ratio, f"{seconds:.{digits}f}"])
 
-            def train_epoch_profiled(self, *a, **kw):
-                nonlocal profiler
-                if clock.epoch == epochs - 1 and profiler is None:
-                    profiler = torch.profiler.profile(
-                        activities=[torch.profiler.ProfilerActivity.CPU]
-                    )
-                    with common.quiet_stderr():
-                        profiler.__enter__()
-                return inner(self, *a, **kw)
-
-            fit_module.Trainer.train_epoch = train_epoch_profiled
-        try:
-            fit_module.fit(config, ds, stats, 0, Path(out), quiet=True)
-        finally:
-            if profiler is not None:
-                with common.quiet_stderr():
-                    profiler.__exit__(None, None, None)
-    bounds = [*clock.epoch_starts, clock.end]
-    epoch_seconds = [b - a for a, b in itertools.pairwise(bounds)]
-    last = clock.seconds[epochs]
-    total = epoch_seconds[-1]
-    parts = [
-        ("training pass", last["training pass"]),
-        ("  of which collating batches", last["train: collating batches"]),
-        ("evaluation (dev + test)", last["evaluation (dev + test)"]),
-        ("  of which collating batches", last["eval: collating batches"]),
-        ("  of which metrics", last["eval: metrics"]),
-        ("checkpoint writes (best.pt, last.pt)", last["checkpoint writes"]),
-    ]
-    accounted = last["training pass"] + last["evaluation (dev + test)"] + last["checkpoint writes"]
-    parts.append(("rest of the loop", total - accounted))
+    for key, name in PARTS.items():
+        row(name, f"{100 * last[key] / total:.1f}%", last[key])
+        if key in collation:
+            share = f"{100 * collation[key] / total:.1f}%"
+            row("  of which collating batches (timed apart)", share, collation[key])
+    rest = total - sum(last[key] for key in PARTS)
+    row("rest of the loop", f"{100 * rest / total:.1f}%", rest)
+    first_total = sum(first[key] for key in PARTS)
+    row("**epoch**", f"{total / TARGET_SECONDS:.2f} x the 5 s target", total)
+    row("epoch 1 (first calls)", f"{first_total / total:.2f} x the last epoch", first_total)
+    row("reading the data (once a run)", f"{load_seconds / total:.2f} x an epoch", load_seconds)
+    both = load_seconds + total
+    row("data + one epoch", f"{both / TARGET_SECONDS:.2f} x the target", both)
     train_utts = ds.num_utterances("train")
-    rows = [[name, f"{100 * s / total:.1f}%", f"{s:.3f}"] for name, s in parts]
-    rows.append(
-        [
-            "**epoch**",
-            f"{total / TARGET_SECONDS:.2f} x the {TARGET_SECONDS:.0f} s target",
-            f"{total:.3f}",
-        ]
-    )
-    rows.append(
-        [
-            "epoch 1 (first calls)",
-            f"{epoch_seconds[0] / total:.2f} x the last epoch",
-            f"{epoch_seconds[0]:.3f}",
-        ]
-    )
-    rows.append(
-        [
-            "reading the data (once a run)",
-            f"{load_seconds / total:.2f} x an epoch",
-            f"{load_seconds:.3f}",
-        ]
-    )
-    rows.append(
-        [
-            "data + one epoch",
-            f"{(load_seconds + total) / TARGET_SECONDS:.2f} x the target",
-            f"{load_seconds + total:.3f}",
-        ]
-    )
-    rows.append(["training utterances per second", "", f"{train_utts / last['training pass']:.0f}"])
+    row("training utterances per second", "", train_utts / last["train"], 0)
     run = None
     if args.default_run:
         run = default_run(args)
-        rows.append(
-            [
-                f"default run: {run['epochs']} epoch(s), {'quick settings' if args.quick else 'hidden 64'}, "
-                + ("wall time" if args.clock == "wall" else "CPU time"),
-                f"{run['fit_seconds'] / run['wall']:.2f} of it in the loop",
-                f"{run['wall']:.1f}",
-            ]
-        )
-        rows.append(
-            [
-                "default run: one epoch (the loop's seconds / epochs)",
-                "",
-                f"{run['fit_seconds'] / run['epochs']:.3f}",
-            ]
-        )
+        what = "quick settings" if args.quick else "hidden 64"
+        in_loop = f"{run['fit_seconds'] / run['wall']:.2f} of it in the loop"
+        row(f"default run: {run['epochs']} epochs, {what}, wall time", in_loop, run["wall"], 1)
+        per_epoch = run["fit_seconds"] / run["epochs"]
+        row("default run: one epoch (the loop's seconds / epochs)", "", per_epoch)
     info = common.machine(device)
-    hidden = 16 if args.quick else args.hidden
-    print(
-        f"One epoch of examples/cmath/train.py, synthetic data, hidden {hidden}, epoch {epochs} of {epochs} "
-        f"({len(ds.split('train'))} training dialogues, {train_utts} utterances); {common.describe(info, args.clock)}"
+    title = (
+        f"One epoch of fit(), synthetic data, hidden {config.model.hidden_dim}, epoch "
+        f"{args.epochs} of {args.epochs} ({len(ds.split('train'))} training dialogues, "
+        f"{train_utts} utterances); {common.describe(info)}"
     )
-    print()
     headers = ["part", "share / ratio", "seconds"]
-    print(common.markdown(headers, rows))
-    if profiler is not None:
-        print(f"\nTop ops of epoch {epochs} (training, evaluation, checkpoints):")
+    common.emit(
+        "epoch",
+        title,
+        info,
+        headers,
+        rows,
+        json_path=args.json,
+        argv=argv,
+        history_seconds=[h["seconds"] for h in history],
+        epoch_ends=clock.ends,
+        default_run=run,
+    )
+    if clock.profiler is not None:
+        print(f"\nTop ops of epoch {args.epochs} (training, evaluation, checkpoints):")
         print(
-            profiler.key_averages().table(
+            clock.profiler.key_averages().table(
                 sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=50
             )
         )
-    common.write_json(
-        args.json,
-        {"script": "epoch", "argv": sys.argv[1:] if argv is None else argv, "machine": info,
-         "headers": headers, "rows": rows, "epoch_seconds": epoch_seconds, "default_run": run},
-    )  # fmt: skip
     return 0
 
 

@@ -2,7 +2,6 @@
 
     python bench/scaling.py                       # t = 32..4096 (b = 1), b = 1..64 (t = 110)
     python bench/scaling.py --max-quadratic 2048  # let the (t, t) paths go further (memory!)
-    python bench/scaling.py --no-rss              # skip the fresh process per point
     python bench/scaling.py --quick               # a smoke test of seconds
 
 The model is the IEMOCAP configuration at hidden 256 (``--hidden``) in training mode; the
@@ -19,14 +18,11 @@ Paths that keep (t, t) matrices stop at ``--max-quadratic`` utterances (at 4,096
 need tens of GiB); they are listed as skipped.
 
 Memory: the parameters' gradients are allocated before the step (as after any first step),
-so the peak counts what the step itself holds: activations kept for backward and
-temporaries. Two measures: "peak MiB" from the profiler's allocation events (every
-allocation and free of PyTorch's CPU allocator, ``bench/common.py``), and, with ``--rss``
-(the default except under ``--quick``), "RSS MiB": the growth of the process's peak
-resident memory (``getrusage``) over the step, each point in a fresh process (after one
-step on an 8-utterance dialogue, which pays the first-call costs), which also sees memory
-taken outside PyTorch's allocator. On CUDA "peak MiB" is
-``torch.cuda.max_memory_allocated`` and RSS is not reported.
+and the step has run before it is measured, so the peak counts what the step itself holds:
+activations kept for backward and temporaries. "peak MiB" is ``bench/common.py``'s
+``peak_bytes``: on the CPU the process's peak resident set over the step above its
+resident set before it (memory outside PyTorch's allocator included), on CUDA the
+allocator's peak of tensor memory. The variants of a point alternate in one process.
 
 Ratios first: each point's time and peak against the smallest point of its sweep, then the
 growth exponent: the least-squares slope of log(value) against log(size) over the upper
@@ -41,17 +37,16 @@ from pathlib import Path
 if not __package__:  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
-import json
 import time
 
 import torch
 
 from bench import common
 from fusionkit.attention import triton_available
+from fusionkit.models.cmath import loss_counts
 
 QUADRATIC = {"sdpa, dropout 0.5", "math"}  # on the CPU; on CUDA dropout stays fused
-HEADERS = ["sweep", "backend", "size", "time x first", "peak x first", "ms", "peak MiB", "RSS MiB"]
+HEADERS = ["sweep", "backend", "size", "time x first", "peak x first", "ms", "peak MiB"]
 
 
 VARIANTS = {  # the name in the table -> the model's settings
@@ -79,28 +74,18 @@ def _model(name: str, hidden: int, longest: int, quick: bool, device):
     return model, dims
 
 
-def measure_point(opts: dict) -> dict:
+def measure_point(args, device: torch.device, b: int, t: int, names: list[str]) -> dict:
     """Time and peak memory of each variant at one (b, t), alternated in this process."""
-    device = common.torch_device(opts["device"], opts["threads"])
-    b, t = opts["b"], opts["t"]
     steps = {}
-    for name in opts["variants"]:
-        model, dims = _model(name, opts["hidden"], max(t, 512), opts["quick"], device)
+    for name in names:
+        model, dims = _model(name, args.hidden, max(t, 512), args.quick, device)
         batch = common.random_batch(b, t, dims).to(device)
-        normalizer = model.loss_counts(batch)
+        normalizer = loss_counts(batch, model.class_weights)
 
         def step(model=model, batch=batch, normalizer=normalizer):
-            model(batch, normalizer=normalizer).loss.total.backward()
+            common.loss(model, batch, normalizer).backward()
 
         steps[name] = step
-    out = {name: {} for name in steps}
-    if opts.get("rss"):  # one variant per process: its first step raises the high-water mark
-        (name,) = steps
-        small = common.random_batch(1, min(t, 8), dims).to(device)  # first-call costs, paid small
-        model(small, normalizer=model.loss_counts(small)).loss.total.backward()
-        before = common.max_rss_bytes()
-        steps[name]()
-        out[name]["rss"] = common.max_rss_bytes() - before
     first = next(iter(steps.values()))
     first()
     common.sync(device)
@@ -108,18 +93,15 @@ def measure_point(opts: dict) -> dict:
     first()
     common.sync(device)
     single = time.perf_counter() - start
-    repeats = max(opts["min_repeats"], min(10, int(opts["budget"] / max(single, 1e-6))))
+    min_repeats = 1 if args.quick else 2
+    repeats = max(min_repeats, min(10, int(args.budget / max(single, 1e-6))))
     times = common.time_alternating(
-        steps, repeats=repeats, device=device, warmup=1, clock=opts["clock"]
+        steps, repeats=repeats, device=device, warmup=1, clock=args.clock
     )
-    for name, fn in steps.items():
-        out[name]["seconds"] = common.median(times[name])
-        out[name]["peak"] = common.peak_bytes(fn, device)
-    return out
-
-
-def _spawn(opts: dict) -> dict:
-    return common.spawn_worker(__file__, opts)
+    return {
+        name: {"seconds": common.median(times[name]), "peak": common.peak_bytes(fn, device)}
+        for name, fn in steps.items()
+    }
 
 
 def sweep(args, device, name: str, points: list[tuple[int, int]]) -> dict:
@@ -132,16 +114,8 @@ def sweep(args, device, name: str, points: list[tuple[int, int]]) -> dict:
             for n in names
             if not (device.type == "cpu" and n in QUADRATIC and t > args.max_quadratic)
         ]
-        base = dict(
-            b=b, t=t, hidden=args.hidden, quick=args.quick, device=args.device,
-            threads=args.threads, budget=args.budget, clock=args.clock, min_repeats=1 if args.quick else 2,
-        )  # fmt: skip
-        if args.rss and device.type == "cpu":
-            for n in todo:
-                results[n][(b, t)] = _spawn(dict(base, variants=[n], rss=True))[n]
-        else:
-            for n, figures in measure_point(dict(base, variants=todo)).items():
-                results[n][(b, t)] = figures
+        for n, figures in measure_point(args, device, b, t, todo).items():
+            results[n][(b, t)] = figures
         print(f"  {name} b={b} t={t}: done", file=sys.stderr, flush=True)
     return results
 
@@ -156,14 +130,13 @@ def table_rows(sweep_name: str, key: int, results: dict, points, skipped_note: s
         for p in points:
             size = p[key]
             if p not in figures:
-                rows.append([sweep_name, n, size, "skipped", skipped_note, "", "", ""])
+                rows.append([sweep_name, n, size, "skipped", skipped_note, "", ""])
                 continue
             f = figures[p]
-            rss = common.mib(f["rss"]) if "rss" in f else ""
             rows.append(
                 [
                     sweep_name, n, size, f"{f['seconds'] / t0:.2f}", f"{f['peak'] / m0:.2f}",
-                    f"{1e3 * f['seconds']:.1f}", common.mib(f["peak"]), rss,
+                    f"{1e3 * f['seconds']:.1f}", common.mib(f["peak"]),
                 ]
             )  # fmt: skip
         upper = done[len(done) // 2 :] if len(done) > 2 else done
@@ -171,15 +144,8 @@ def table_rows(sweep_name: str, key: int, results: dict, points, skipped_note: s
             sizes = [p[key] for p in upper]
             time_exp = common.loglog_slope(sizes, [figures[p]["seconds"] for p in upper])
             mem_exp = common.loglog_slope(sizes, [max(figures[p]["peak"], 1) for p in upper])
-            rss_exp = ""
-            if all("rss" in figures[p] for p in upper):
-                rss_exp = (
-                    f"{common.loglog_slope(sizes, [max(figures[p]['rss'], 1) for p in upper]):.2f}"
-                )
             label = f"exponent, {sizes[0]}..{sizes[-1]}"
-            rows.append(
-                [sweep_name, n, label, f"{time_exp:.2f}", f"{mem_exp:.2f}", "", "", rss_exp]
-            )
+            rows.append([sweep_name, n, label, f"{time_exp:.2f}", f"{mem_exp:.2f}", "", ""])
     return rows
 
 
@@ -190,21 +156,15 @@ def main(argv: list[str] | None = None) -> int:
         "--max-quadratic", type=int, default=1024, help="longest t for (t, t) paths on the CPU"
     )
     p.add_argument("--budget", type=float, default=5.0, help="seconds of timing per point")
-    p.add_argument("--rss", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--lengths", type=int, nargs="*", help="dialogue lengths (default 32..4096)")
     p.add_argument("--batch-sizes", type=int, nargs="*", help="batch sizes (default 1..64)")
     p.add_argument("--only", nargs="+", metavar="VARIANT", help="these variants only")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.worker:
-        print(json.dumps(measure_point(json.loads(args.worker))))
-        return 0
     device = common.torch_device(args.device, args.threads)
     unknown = set(args.only or []) - set(variants(device))
     if unknown:
         p.error(f"--only: unknown variant(s) {sorted(unknown)}; known: {variants(device)}")
     args.hidden = args.hidden or (16 if args.quick else 256)
-    args.rss = (not args.quick) if args.rss is None else args.rss
     if args.quick:
         args.budget = min(args.budget, 0.2)
         lengths, sizes, fixed_t = [8, 16], [1, 2], 12

@@ -7,14 +7,16 @@
     python bench/train_step.py --quick              # a smoke test of seconds
 
 Shapes: 16 synthetic dialogues of 10 to 110 utterances (1,213 utterances, padded to 110),
-widths text 1024 / audio 1582 / visual 342, the IEMOCAP configuration (8 heads,
-feed-forward x4, dropout 0.5, two CMA layers a stream) at hidden 256 and 1024.
+widths text 1024 / audio 1582 / visual 342, the IEMOCAP configuration
+(``configs/iemocap.toml``: 8 heads, feed-forward x1, dropout 0.5, one CMA layer a stream)
+at hidden 256 and 1024.
 
 Rows, each a ratio measured side by side (absolute times are context only):
-- shape checking off against on: checking is chosen at import (``FUSIONKIT_TYPECHECK``),
-  so each side runs in fresh processes, the two alternating, ``--rounds`` pairs; the
-  ratio is the median of the pairs' ratios, and the cost per checked call divides the
-  extra time by the number of checked calls a step makes (counted in one more process).
+- shape checking off against on, through its documented switch: ``FUSIONKIT_TYPECHECK=0``
+  or ``1`` in the environment of a fresh process, before fusionkit is imported; the two
+  kinds of process alternate, ``--rounds`` pairs, each reporting
+  ``fusionkit.typing.CHECKING`` as it found it. The ratio is the median of the pairs'
+  ratios; the table also gives the extra milliseconds a step.
 - the baseline (``bench/baseline_cmath.py``: the same function written with
   ``nn.MultiheadAttention``, loops and multiplied masks, fusionkit's weights copied in)
   against fusionkit, alternated inside each of those processes (both checking settings).
@@ -22,8 +24,10 @@ Rows, each a ratio measured side by side (absolute times are context only):
   with checking on the speaker-id check reads data and breaks the graph. The compile time
   of the first step is reported apart.
 
-Peak memory is that of one step above what was live before it (weights, optimizer state,
-batch): see ``bench/common.py`` for how it is measured on each device.
+Peak memory is that of one step above what was held before it (weights, optimizer state,
+batch), measured in the process that timed the variant after its timed steps: the
+process's resident set on the CPU, the allocator's tensor memory on CUDA
+(``bench/common.py`` says how).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ TOP_OPS = 15
 def _setup(hidden: int, quick: bool, device):
     import torch
 
-    from fusionkit.batch import DialogueBatch
+    from fusionkit import DialogueBatch
 
     dialogues = common.iemocap_dialogues(4, 12, quick=True) if quick else common.iemocap_dialogues()
     dims = common.QUICK_DIMS if quick else common.IEMOCAP_DIMS
@@ -75,29 +79,6 @@ def _trainer(torch, model, forward):
     return step
 
 
-def _count_checked_calls(model, batch) -> int:
-    """Entries into fusionkit's checking wrapper during one forward and backward."""
-    import fusionkit.typing as ft
-
-    wrapper = next(
-        c for c in ft.typechecked.__code__.co_consts if getattr(c, "co_name", "") == "wrapper"
-    )
-    calls = 0
-
-    def count(frame, event, arg):
-        nonlocal calls
-        if event == "call" and frame.f_code is wrapper:
-            calls += 1
-
-    sys.setprofile(count)
-    try:
-        model(batch, normalizer=model.loss_counts(batch)).loss.total.backward()
-    finally:
-        sys.setprofile(None)
-    model.zero_grad(set_to_none=True)
-    return calls
-
-
 def _top_ops(torch, fn, device) -> str:
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
@@ -113,18 +94,17 @@ def worker(opts: dict) -> dict:
     """Time the variants ``opts["variants"]`` side by side in this process."""
     import copy
 
-    import fusionkit.typing as ft
     from bench.baseline_cmath import BaselineCMATH
+    from fusionkit.models.cmath import loss_counts
+    from fusionkit.typing import CHECKING
 
     device = common.torch_device(opts["device"], opts["threads"])
     torch, config, spec, weights, model, batch = _setup(opts["hidden"], opts["quick"], device)
-    normalizer = model.loss_counts(batch)
+    normalizer = loss_counts(batch, model.class_weights)
     steps, compile_seconds = {}, None
     for name in opts["variants"]:
         if name == "fusionkit":
-            steps[name] = _trainer(
-                torch, model, lambda: model(batch, normalizer=normalizer).loss.total
-            )
+            steps[name] = _trainer(torch, model, lambda: common.loss(model, batch, normalizer))
         elif name == "baseline":
             base = BaselineCMATH(config, spec, weights).to(device).train().load_fusionkit(model)
             steps[name] = _trainer(
@@ -141,7 +121,7 @@ def worker(opts: dict) -> dict:
             compiled = copy.deepcopy(model)
             compiled.compile()
             steps[name] = _trainer(
-                torch, compiled, lambda c=compiled: c(batch, normalizer=normalizer).loss.total
+                torch, compiled, lambda c=compiled: common.loss(c, batch, normalizer)
             )
             start = time.perf_counter()
             steps[name]()  # the first call compiles
@@ -151,7 +131,7 @@ def worker(opts: dict) -> dict:
         steps, repeats=opts["repeats"], device=device, warmup=opts["warmup"], clock=opts["clock"]
     )
     result = {
-        "checking": ft.CHECKING,
+        "checking": CHECKING,
         "times": times,
         "peak": {n: common.peak_bytes(fn, device) for n, fn in steps.items()},
         "utterances": int(batch.mask.sum()),
@@ -160,15 +140,19 @@ def worker(opts: dict) -> dict:
         "machine": common.machine(device),
         "compile_seconds": compile_seconds,
     }
-    if opts.get("count_calls"):
-        result["checked_calls"] = _count_checked_calls(model, batch)
     if opts.get("profile"):
         result["profile"] = {n: _top_ops(torch, fn, device) for n, fn in steps.items()}
     return result
 
 
 def _spawn(opts: dict, checking: bool) -> dict:
-    return common.spawn_worker(__file__, opts, FUSIONKIT_TYPECHECK="1" if checking else "0")
+    """``worker(opts)`` in a fresh process with shape checking switched on or off."""
+    run = common.spawn_worker(__file__, opts, FUSIONKIT_TYPECHECK="1" if checking else "0")
+    if run["checking"] != checking:
+        raise RuntimeError(
+            f"FUSIONKIT_TYPECHECK={int(checking)}: the worker found {run['checking']}"
+        )
+    return run
 
 
 # -- the parent: processes, rounds, the table -------------------------------------------------
@@ -201,8 +185,7 @@ def measure(args, hidden: int) -> dict:
     runs = {True: [], False: []}
     for r in range(_rounds(args, hidden)):
         for checking in (True, False) if r % 2 == 0 else (False, True):
-            opts = dict(base, variants=variants, count_calls=checking and r == 0)
-            runs[checking].append(_spawn(opts, checking))
+            runs[checking].append(_spawn(dict(base, variants=variants), checking))
     out = {"on": runs[True], "off": runs[False], "compiled": None}
     if args.compile and not args.checking_only:
         opts = dict(base, variants=["fusionkit", "compiled"], profile=args.profile)
@@ -231,8 +214,6 @@ def rows_for(hidden: int, m: dict) -> tuple[list[list], dict]:
         _ratio_of_medians(a["times"]["fusionkit"], b["times"]["fusionkit"]) for a, b in zip(on, off)
     ]
     check_ratio = statistics.median(pairs)
-    calls = first.get("checked_calls", 0)
-    per_call = (t_on - t_off) / calls * 1e6 if calls else float("nan")
     shape = "x".join(map(str, first["shape"]))
     rows = []
 
@@ -265,8 +246,7 @@ def rows_for(hidden: int, m: dict) -> tuple[list[list], dict]:
         "parameters": first["parameters"],
         "checking_cost": check_ratio - 1.0,
         "checking_cost_range": [min(pairs) - 1.0, max(pairs) - 1.0],
-        "checked_calls": calls,
-        "us_per_checked_call": per_call,
+        "checking_ms": 1e3 * (t_on - t_off),
     }
     if "baseline" in first["times"]:
         for label, runs in (("on", on), ("off", off)):
@@ -347,12 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         line = (
             f"hidden {s['hidden']} ({s['parameters'] / 1e6:.1f} M parameters): checking costs "
             f"{100 * s['checking_cost']:+.1f}% of a step (median of the process pairs, which "
-            f"ranged {100 * low:+.1f}% to {100 * high:+.1f}%; {s['checked_calls']} checked calls, "
-            + (
-                f"{s['us_per_checked_call']:.0f} us each)"
-                if s["us_per_checked_call"] > 0
-                else "each below the noise between processes)"
-            )
+            f"ranged {100 * low:+.1f}% to {100 * high:+.1f}%; {s['checking_ms']:+.1f} ms a step)"
         )
         if "baseline_over_fusionkit_checking_off" in s:
             line += f"; baseline / fusionkit with checking off: {s['baseline_over_fusionkit_checking_off']:.3f}"

@@ -215,10 +215,14 @@ def batches(
 def length_buckets(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[int]:
     """An order of dialogues for :func:`batches` in which each batch holds dialogues of
     similar length (as ``group_by_length`` does elsewhere): sorted by length with ties
-    broken at random, cut into batches of ``batch_size``, the batches shuffled by ``rng``.
+    broken at random, cut into batches of ``batch_size``, the full batches shuffled by
+    ``rng`` and a short one last (so that :func:`batches`, cutting from the start, keeps
+    every batch whole).
     Less padding per batch; a new ``rng`` each epoch gives new batches and a new order."""
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
     by_length = np.lexsort((rng.random(len(lengths)), np.asarray(lengths)))
     chunks = [by_length[i : i + batch_size] for i in range(0, len(by_length), batch_size)]
-    return [int(i) for k in rng.permutation(len(chunks)) for i in chunks[k]]
+    full = len(lengths) // batch_size  # a short chunk stays last: batches() cuts from 0
+    ks = [*rng.permutation(full), *range(full, len(chunks))]
+    return [int(i) for k in ks for i in chunks[k]]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from fusionkit import IGNORE_INDEX, Dialogue, DialogueBatch, classification_report
+from fusionkit import IGNORE_INDEX, Dialogue, DialogueBatch, classification_report, length_buckets
 
 
 def _dialogue(i, n, dims=(("text", 3), ("audio", 2))):
@@ -72,3 +72,18 @@ def test_typecheck_switch_turns_checking_off():
     )
     env = dict(os.environ, FUSIONKIT_TYPECHECK="0")
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize("n", [16, 109, 3])
+def test_length_buckets_batches_hold_neighbours_in_length(n):
+    """Every batch that ``batches`` cuts from the order holds dialogues adjacent in length
+    (a short batch included, wherever the order puts it); a new generator, a new order."""
+    lengths = np.random.default_rng(1).integers(1, 120, n).tolist()
+    order = length_buckets(lengths, 8, np.random.default_rng(0))
+    assert sorted(order) == list(range(n))
+    ranked = sorted(lengths)
+    for start in range(0, n, 8):
+        got = sorted(lengths[i] for i in order[start : start + 8])
+        assert any(got == ranked[k : k + len(got)] for k in range(0, n, 8)), got
+    if n > 16:
+        assert order != length_buckets(lengths, 8, np.random.default_rng(1))
