@@ -116,7 +116,7 @@ def build(cls: type, values: dict, where: str = ""):
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'config'}: expected a table of keys, got {values!r}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.name in hints}
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{where or 'config'}: unknown keys {unknown}; known: {sorted(known)}")
