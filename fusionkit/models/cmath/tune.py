@@ -65,14 +65,15 @@ def storage_for(url: str | None, out: Path):
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
-def _create(optuna, name: str, storage, sampler, pruner, attempts: int = 5):
-    """The study ``name`` in ``storage``, created or joined. Processes started together
-    may race to create the database's tables: a lock or an existing table is waited out."""
+def _create(optuna, name: str, url: str | None, out: Path, sampler, pruner, attempts: int = 5):
+    """The study ``name`` in the storage at ``url``, created or joined. Processes started
+    together race to create the database's tables (SQLAlchemy's OperationalError or
+    IntegrityError: locked, exists, UNIQUE): the loser waits and connects again."""
 
     def create():
         return optuna.create_study(
             study_name=name,
-            storage=storage,
+            storage=storage_for(url, out),
             direction="maximize",
             sampler=sampler,
             pruner=pruner,
@@ -82,7 +83,7 @@ def _create(optuna, name: str, storage, sampler, pruner, attempts: int = 5):
     for attempt in range(attempts - 1):
         try:
             return create()
-        except Exception as e:  # SQLAlchemy's OperationalError / IntegrityError
+        except Exception as e:
             if not any(w in str(e) for w in ("locked", "exists", "UNIQUE")):
                 raise
             time.sleep(1 + attempt)
@@ -116,7 +117,7 @@ def tune(
     seed = config.train.seeds[0]
     sampler = optuna.samplers.TPESampler(seed=seed + os.getpid() % 1000)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
-    found = _create(optuna, study, storage_for(storage, out), sampler, pruner)
+    found = _create(optuna, study, storage, out, sampler, pruner)
 
     def objective(trial) -> float:
         params = {key: SPACE[key](trial) for key in space}
