@@ -64,3 +64,19 @@ def streamed_logits(model, whole, cache) -> torch.Tensor:
                 for i in range(t)
             ]
         )
+
+
+def attention_inputs(b, h, tq, tk, dh, dv, *, dtype, device=DEVICE, fully_masked_row=True, seed=0):
+    """q, k, v, a key mask (~30% padding, key 0 always real; with ``fully_masked_row`` and
+    b > 1 the last dialogue all padding) and an output gradient, drawn on the CPU (the same
+    numbers on every device), then moved to ``device`` in ``dtype``."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, h, tq, dh, generator=g)
+    k = torch.randn(b, h, tk, dh, generator=g)
+    v = torch.randn(b, h, tk, dv, generator=g)
+    key_mask = torch.rand(b, tk, generator=g) < 0.7
+    key_mask[:, 0] = True
+    if fully_masked_row and b > 1:
+        key_mask[-1] = False  # a dialogue whose every key is padding
+    grad = torch.randn(b, h, tq, dv, generator=g)
+    return [x.to(device, dtype) for x in (q, k, v)], key_mask.to(device), grad.to(device, dtype)

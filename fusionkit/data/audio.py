@@ -28,7 +28,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from fusionkit.data import media
-from fusionkit.data.cache import cached_features
+from fusionkit.data.cache import cached_features, fingerprint
 from fusionkit.data.media import Unusable as _Unusable
 from fusionkit.data.tables import ConversationTable, Features, Segment
 from fusionkit.errors import ConfigError, MediaError
@@ -153,15 +153,6 @@ def _functionals(smile, segment: Segment, clip: _Clip) -> np.ndarray:
     return x
 
 
-def _fingerprint(path: Path) -> list[int] | None:
-    """[size, modification time in ns] of a file; None if it does not exist."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
-
-
 def audio_features(
     table: ConversationTable,
     *,
@@ -199,7 +190,7 @@ def audio_features(
     }
     content = {
         "opensmile": opensmile.__version__,
-        "files": {p: _fingerprint(Path(p)) for p in paths},
+        "files": {p: fingerprint(Path(p)) for p in paths},
     }
 
     def build() -> Features:

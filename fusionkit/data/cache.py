@@ -22,6 +22,22 @@ from fusionkit.data.store import load_npz, read_meta, save_npz
 from fusionkit.data.tables import ConversationTable, Features
 
 
+def fingerprint(path: Path) -> list[int] | None:
+    """[size, modification time in ns] of a file (what a cache of its features is keyed
+    on); None if it does not exist."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def slug(name: str, length: int = 60) -> str:
+    """``name`` (an encoder id or folder) as a file-name part: letters and digits kept,
+    the rest dashes, its last ``length`` characters."""
+    return "".join(c if c.isalnum() else "-" for c in name)[-length:]
+
+
 def digest(obj: object) -> str:
     """SHA-256 (hex) of ``obj`` as canonical JSON."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionkit.data.cache import cached_features, digest
+from fusionkit.data.cache import cached_features, digest, slug
 from fusionkit.data.dataset import ConversationDataset
 from fusionkit.data.finetune import FineTune, finetune_encoder
 from fusionkit.data.finite import OnNonFinite
@@ -131,8 +131,7 @@ def text_features(
         content["labels_sha256"] = digest(
             [table.label_names, [[d.split, d.labels] for d in table.dialogues]]
         )
-    slug = "".join(c if c.isalnum() else "-" for c in encoder)[-60:]
-    stem = f"{name}-text-{slug}"
+    stem = f"{name}-text-{slug(encoder)}"
 
     def build() -> Features:
         model = load_encoder(encoder, device)

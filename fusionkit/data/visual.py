@@ -38,7 +38,7 @@ import numpy as np
 
 from fusionkit.data import media
 from fusionkit.data.audio import OnError
-from fusionkit.data.cache import cached_features
+from fusionkit.data.cache import cached_features, fingerprint, slug
 from fusionkit.data.tables import ConversationTable, Features, Segment
 from fusionkit.errors import ConfigError, MediaError, MissingFileError
 
@@ -327,15 +327,6 @@ def load_image_encoder(name: str = DEFAULT_VISUAL_ENCODER, device: str | None = 
 # -- features ------------------------------------------------------------------------
 
 
-def _fingerprint(path: Path) -> list[int] | None:
-    """[size, modification time in ns] of a file; None if it does not exist."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
-
-
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -396,16 +387,16 @@ def visual_features(
     folder = Path(features.encoder).expanduser()
     content = {
         "versions": {p: _version(p) for p in ("av", "opencv-python-headless", "transformers")},
-        "files": {p: _fingerprint(Path(p)) for p in paths},
+        "files": {p: fingerprint(Path(p)) for p in paths},
         "encoder_files": {
-            str(f.relative_to(folder)): _fingerprint(f)
+            str(f.relative_to(folder)): fingerprint(f)
             for f in sorted(folder.rglob("*"))
             if f.is_file()
         }
         if folder.is_dir()
         else None,
     }
-    stem = f"{name}-visual-{''.join(c if c.isalnum() else '-' for c in features.encoder)[-60:]}"
+    stem = f"{name}-visual-{slug(features.encoder)}"
 
     def build() -> Features:
         from tqdm.auto import tqdm

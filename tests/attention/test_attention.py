@@ -12,24 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fusionkit.attention import attention
-from tests.helpers import DEVICE, needs_interpreter_or_gpu, needs_triton, rel_error
-
-
-def _inputs(b, h, tq, tk, dh, dv, *, dtype, fully_masked_row=True, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(b, h, tq, dh, generator=g)
-    k = torch.randn(b, h, tk, dh, generator=g)
-    v = torch.randn(b, h, tk, dv, generator=g)
-    key_mask = torch.rand(b, tk, generator=g) < 0.7
-    key_mask[:, 0] = True
-    if fully_masked_row and b > 1:
-        key_mask[-1] = False  # a dialogue whose every key is padding
-    grad = torch.randn(b, h, tq, dv, generator=g)
-    return [x.to(DEVICE, dtype) for x in (q, k, v)], key_mask.to(DEVICE), grad.to(DEVICE, dtype)
+from tests.helpers import (
+    DEVICE,
+    attention_inputs,
+    needs_interpreter_or_gpu,
+    needs_triton,
+    rel_error,
+)
 
 
 def _compare(backend, b, h, tq, tk, dh, dv, causal, dtype, tol, seed=0, use_mask=True):
-    (q, k, v), key_mask, grad = _inputs(b, h, tq, tk, dh, dv, dtype=dtype, seed=seed)
+    (q, k, v), key_mask, grad = attention_inputs(b, h, tq, tk, dh, dv, dtype=dtype, seed=seed)
     key_mask = key_mask if use_mask else None
     leaves = [x.clone().requires_grad_() for x in (q, k, v)]
     out = attention(*leaves, key_mask=key_mask, causal=causal, backend=backend)
@@ -73,7 +66,7 @@ def test_triton_float32_matches_float64_reference(shape, causal):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_triton_half_precision_within_twice_pytorch_error(dtype):
     """In 16-bit, the kernel's error is at most twice that of PyTorch's own math in that dtype."""
-    (q, k, v), key_mask, _ = _inputs(2, 2, 45, 77, 32, 32, dtype=dtype)
+    (q, k, v), key_mask, _ = attention_inputs(2, 2, 45, 77, 32, 32, dtype=dtype)
     out = attention(q, k, v, key_mask=key_mask, backend="triton")
     ref = attention(q.double(), k.double(), v.double(), key_mask=key_mask, backend="math")
     torch_err = rel_error(
@@ -126,7 +119,7 @@ def test_sdpa_matches_float64_reference(shape, causal):
 
 @pytest.mark.parametrize("backend", ["sdpa", "math"])
 def test_no_mask_and_custom_scale(backend):
-    (q, k, v), _, _ = _inputs(1, 2, 5, 6, 16, 16, dtype=torch.float32)
+    (q, k, v), _, _ = attention_inputs(1, 2, 5, 6, 16, 16, dtype=torch.float32)
     out = attention(q, k, v, scale=0.3, backend=backend)
     expected = torch.softmax(q @ k.transpose(-1, -2) * 0.3, -1) @ v
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
@@ -135,7 +128,7 @@ def test_no_mask_and_custom_scale(backend):
 @pytest.mark.parametrize("causal", [False, True])
 def test_math_reference_matches_a_row_by_row_softmax(causal):
     """The float64 reference every backend is held to, against a loop over query rows."""
-    (q, k, v), key_mask, _ = _inputs(3, 2, 5, 7, 16, 8, dtype=torch.float64)
+    (q, k, v), key_mask, _ = attention_inputs(3, 2, 5, 7, 16, 8, dtype=torch.float64)
     q, k, v, key_mask = q.cpu(), k.cpu(), v.cpu(), key_mask.cpu()
     out = attention(q, k, v, key_mask=key_mask, causal=causal, backend="math")
     expected = torch.zeros_like(out)
@@ -161,7 +154,7 @@ def test_auto_uses_sdpa_on_cpu_and_never_imports_triton():
     import sys
 
     sys.modules.pop("fusionkit.attention.triton_op", None)
-    (q, k, v), key_mask, _ = _inputs(2, 1, 4, 4, 16, 16, dtype=torch.float32)
+    (q, k, v), key_mask, _ = attention_inputs(2, 1, 4, 4, 16, 16, dtype=torch.float32)
     out = attention(q.cpu(), k.cpu(), v.cpu(), key_mask=key_mask.cpu())
     torch.testing.assert_close(
         out, attention(q.cpu(), k.cpu(), v.cpu(), key_mask=key_mask.cpu(), backend="sdpa")
@@ -171,7 +164,7 @@ def test_auto_uses_sdpa_on_cpu_and_never_imports_triton():
 
 
 def test_dropout_applies_in_every_backend_that_supports_it():
-    (q, k, v), key_mask, _ = _inputs(
+    (q, k, v), key_mask, _ = attention_inputs(
         2, 1, 8, 8, 16, 16, dtype=torch.float32, fully_masked_row=False
     )
     for backend in ("sdpa", "math"):

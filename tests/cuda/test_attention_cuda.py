@@ -17,29 +17,11 @@ import fusionkit.attention as fka
 from fusionkit.attention import attention, auto_backend
 from fusionkit.dropout import Dropout, draws_cheap_mask
 from tests.cuda.support import skip_without_bf16
-from tests.helpers import needs_triton, rel_error
+from tests.helpers import attention_inputs, needs_triton, rel_error
 
 pytestmark = pytest.mark.cuda
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-
-
-def _inputs(b, h, tq, tk, dh, dv, *, device, dtype, seed=0):
-    """q, k, v, a key mask (~30% padding, key 0 always real, the last dialogue all padding)
-    and an output gradient, drawn on the CPU (the same numbers on every device)."""
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(b, h, tq, dh, generator=g)
-    k = torch.randn(b, h, tk, dh, generator=g)
-    v = torch.randn(b, h, tk, dv, generator=g)
-    key_mask = torch.rand(b, tk, generator=g) < 0.7
-    key_mask[:, 0] = True
-    key_mask[-1] = False  # a dialogue whose every key is padding
-    grad = torch.randn(b, h, tq, dv, generator=g)
-    return (
-        [x.to(device, dtype) for x in (q, k, v)],
-        key_mask.to(device),
-        grad.to(device, dtype),
-    )
 
 
 def _plain(q, k, v, key_mask, causal):
@@ -67,7 +49,7 @@ def _errors(results, reference):
 
 def _check(backend, shape, causal, dtype, device, *, use_mask=True):
     skip_without_bf16(device, dtype)
-    (q, k, v), key_mask, grad = _inputs(*shape, device=device, dtype=dtype)
+    (q, k, v), key_mask, grad = attention_inputs(*shape, device=device, dtype=dtype)
     mask = key_mask if use_mask else None
 
     def run(q, k, v):
@@ -160,7 +142,9 @@ def test_triton_and_sdpa_agree_where_they_should(device):
 def test_auto_runs_sdpa_on_cuda_and_the_kernel_is_one_switch_away(device, monkeypatch):
     """``auto`` is SDPA on a GPU generation nobody measured the kernel on; the kernel is
     ``backend="triton"`` or ``FUSIONKIT_AUTO_TRITON=1`` (here: its module flag) away."""
-    (q, k, v), key_mask, _ = _inputs(2, 2, 20, 30, 32, 32, device=device, dtype=torch.float16)
+    (q, k, v), key_mask, _ = attention_inputs(
+        2, 2, 20, 30, 32, 32, device=device, dtype=torch.float16
+    )
     if device.type == "cuda":  # as configured: sdpa unless this generation is listed
         default = fka.triton_available() and fka.triton_is_default(
             torch.cuda.get_device_capability(device)
@@ -184,7 +168,9 @@ def test_auto_runs_sdpa_on_cuda_and_the_kernel_is_one_switch_away(device, monkey
 def test_attention_dropout_on_cuda(backend, device):
     """PyTorch's fused dropout on CUDA: fresh draws each call, the expectation kept (the mean
     of 4,000 copies), and the dialogue with no key still exactly zero, with zero gradients."""
-    (q, k, v), key_mask, grad = _inputs(2, 2, 6, 8, 16, 16, device=device, dtype=torch.float32)
+    (q, k, v), key_mask, grad = attention_inputs(
+        2, 2, 6, 8, 16, 16, device=device, dtype=torch.float32
+    )
     leaves = [x.clone().requires_grad_() for x in (q, k, v)]
     a = attention(*leaves, key_mask=key_mask, dropout_p=0.5, backend=backend)
     b = attention(*leaves, key_mask=key_mask, dropout_p=0.5, backend=backend)
