@@ -109,13 +109,17 @@ class ModalityReconstructor(nn.Module):
         *,
         mask: Bool[Tensor, "batch time"],
         presence: Bool[Tensor, "batch time"] | None = None,
+        target: Float[Tensor, "batch time in_dim"] | None = None,
     ) -> Reconstruction:
         """Compress and reconstruct ``x`` (b, t, in_dim); outputs are zero at padded and
-        absent positions."""
+        absent positions. ``target`` (default ``x``) is what the loss compares the
+        reconstruction with: the clean features when ``x`` is a corrupted copy (denoising)."""
         check_last_dim("x", x, self.in_dim)
+        target = x if target is None else target
         kept = present(mask, presence)
-        if presence is not None:  # never read x where the modality is absent
+        if presence is not None:  # never read x (or target) where the modality is absent
             x = torch.where(kept.unsqueeze(-1), x, 0.0)
+            target = torch.where(kept.unsqueeze(-1), target, 0.0)
         keep = rearrange(kept, "b t -> b 1 t").to(x.dtype)
         h = rearrange(x, "b t d -> b d t")
         skips = []
@@ -132,5 +136,5 @@ class ModalityReconstructor(nn.Module):
         return Reconstruction(
             latent=rearrange(latent, "b d t -> b t d"),
             reconstruction=recon,
-            loss=masked_mse(recon, x, mask=kept, reduction=self.loss_reduction),
+            loss=masked_mse(recon, target, mask=kept, reduction=self.loss_reduction),
         )

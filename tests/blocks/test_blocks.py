@@ -200,6 +200,20 @@ def test_reconstructor_learns_to_reconstruct():
     assert rec(x, mask=mask).loss.item() == pytest.approx(out.loss.item() / 12, rel=1e-5)
 
 
+def test_reconstructor_scores_against_its_target():
+    """``target``: the loss compares the reconstruction with the clean features when the
+    input is a corrupted copy (a denoising autoencoder); a target of another shape is refused."""
+    rec = fk.ModalityReconstructor(12, latent_dim=4)
+    x, mask = torch.randn(2, 5, 12), lengths_mask([5, 3], 5)
+    noisy = x + torch.randn_like(x)
+    out = rec(noisy, mask=mask, target=x)
+    expected = fk.losses.masked_mse(out.reconstruction, x, mask=mask, reduction="sum")
+    torch.testing.assert_close(out.loss, expected)
+    assert not torch.allclose(out.loss, rec(noisy, mask=mask).loss)
+    with pytest.raises(TypeCheckError, match="parameter 'target'"):
+        rec(noisy, mask=mask, target=x[:, :4])
+
+
 def test_context_encoder_rejects_bad_speakers_and_long_dialogues():
     enc = fk.DialogueContextEncoder(D, depth=1, heads=2, num_speakers=2, max_len=4)
     mask = lengths_mask([3], 3)
