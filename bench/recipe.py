@@ -4,6 +4,8 @@ on several real shapes of data, 3 seeds each, with the per-utterance linear prob
     python bench/recipe.py --meld path/to/MELD/data/MELD            # every shape below
     python bench/recipe.py --meld ... --only meld-100 --seeds 0     # one shape, one seed
     python bench/recipe.py --quick                                   # a smoke test of seconds
+    python bench/recipe.py --meld ... --variants recipe --set model.dropout=0.5   # a change
+
 
 Shapes: ``meld`` (MELD's transcripts, frozen sentence-encoder features, official splits),
 ``meld-100`` (only the first 100 training dialogues: the few-data regime; dev and test
@@ -34,7 +36,7 @@ import numpy as np
 from bench import common
 from fusionkit import Dialogue
 from fusionkit.data import ConversationDataset
-from fusionkit.data.sources import MeldCsv, Synthetic
+from fusionkit.data.sources import MeldCsv, Synthetic, TextSettings
 from fusionkit.data.tables import MELD_FILES
 from fusionkit.models.cmath import fit, load_config, override
 from fusionkit.models.cmath.evaluate import linear_probe
@@ -44,6 +46,8 @@ TODAY = {
     "meld-csv": [
         "model.dropout=0.5",
         "model.reconstruction_hidden=0",
+        "model.shortcut=false",
+        "model.input_dropout=0.0",
         "train.batch_size=16",
         "train.lr=2e-4",
         "train.weight_decay=1e-4",
@@ -125,7 +129,9 @@ def shapes(args) -> dict[str, tuple[str, ConversationDataset]]:
         small = Synthetic(num_dialogues=18, min_len=3, max_len=12, dims=common.QUICK_DIMS)
         return {"synthetic": ("synthetic", small.load())}
     if args.meld:
-        meld = MeldCsv(path=args.meld, cache_dir=args.cache_dir).load()
+        meld = MeldCsv(
+            path=args.meld, cache_dir=args.cache_dir, text=TextSettings(finetune=args.finetune)
+        ).load()
         out["meld"] = ("meld-csv", meld)
         out["meld-100"] = ("meld-csv", few(meld, 100))
         out["meld-episodes"] = ("meld-csv", episodes(meld, Path(args.meld)))
@@ -133,14 +139,15 @@ def shapes(args) -> dict[str, tuple[str, ConversationDataset]]:
     return out
 
 
-def variants(kind: str, quick: bool) -> dict[str, object]:
-    """Variant name -> run configuration (data are given directly, so only model and train matter)."""
+def variants(kind: str, quick: bool, changes: list[str]) -> dict[str, object]:
+    """Variant name -> run configuration (data are given directly, so only model and train
+    matter); ``changes`` (``section.key=value``) apply to both."""
     base = load_config(kind)
     extra = [*QUICK, "train.epochs=2"] if quick else []
-    today = override(base, TODAY[kind] + extra)
+    today = override(base, TODAY[kind] + changes + extra)
     recipe = load_config("meld-csv") if kind == "meld-csv" else load_config("table")
     recipe = replace(recipe, data=base.data)
-    recipe = override(recipe, extra)
+    recipe = override(recipe, changes + extra)
     return {"today": today, "recipe": recipe}
 
 
@@ -148,9 +155,16 @@ def main(argv: list[str] | None = None) -> None:
     p = common.parser(__doc__)
     p.add_argument("--meld", help="MELD's CSV folder (data/MELD of MELD's repository)")
     p.add_argument("--cache-dir", default=".fusionkit-cache", help="text feature cache")
+    p.add_argument(
+        "--finetune", action="store_true", help="MELD's text encoder fine-tuned on its train split"
+    )
     p.add_argument("--only", nargs="+", help="shapes to run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default=None, help="folder for runs (default: a temporary one)")
+    p.add_argument("--variants", nargs="+", default=["today", "recipe"], help="which to run")
+    p.add_argument(
+        "--set", dest="changes", action="append", default=[], help="section.key=value for every run"
+    )
     args = p.parse_args(argv)
     seeds = args.seeds[:1] if args.quick else args.seeds
     rows, raw = [], {}
@@ -158,7 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     for shape, (kind, data) in shapes(args).items():
         if args.only and shape not in args.only:
             continue
-        for variant, config in variants(kind, args.quick).items():
+        for variant, config in variants(kind, args.quick, args.changes).items():
+            if variant not in args.variants:
+                continue
             config = replace(config, train=replace(config.train, seeds=seeds))
             ds, stats = config.prepare(data)
             probe = linear_probe(ds)
