@@ -27,7 +27,9 @@ pytestmark = pytest.mark.cuda
 
 # heads 2 of width 32: a head dim the Triton kernel takes (16..128)
 DIMS = {"text": 48, "audio": 40, "visual": 24}
-CONFIG = CMATHConfig(hidden_dim=64, heads=2, compressed_dim=16, dropout=0.0, cma_depth=2)
+CONFIG = CMATHConfig(
+    hidden_dim=64, heads=2, compressed_dim=16, dropout=0.0, input_dropout=0.0, cma_depth=2
+)
 BACKENDS = [pytest.param("triton", marks=needs_triton), "sdpa", "math"]
 
 

@@ -90,7 +90,7 @@ def test_missing_and_foreign_and_truncated_checkpoints(capsys, tmp_path):
     assert "not a fusionkit CMATH checkpoint" in _error(capsys, "predict", str(foreign))
     old = tmp_path / "old.pt"
     torch.save({"format": "fusionkit-cmath-checkpoint", "version": 1}, old)
-    assert "format version 1, this fusionkit reads version 2: retrain" in _error(
+    assert "format version 1, this fusionkit reads version 3: retrain" in _error(
         capsys, "evaluate", str(old)
     )
     text = tmp_path / "notes.pt"

@@ -19,7 +19,14 @@ def data():
 
 def _model(ds, weights=None, **changes):
     config = CMATHConfig(
-        **{"hidden_dim": 16, "heads": 2, "compressed_dim": 8, "dropout": 0.0, **changes}
+        **{
+            "hidden_dim": 16,
+            "heads": 2,
+            "compressed_dim": 8,
+            "dropout": 0.0,
+            "input_dropout": 0.0,
+            **changes,
+        }
     )
     return CMATH(config, DataSpec.of(ds), weights)
 
@@ -38,6 +45,7 @@ ABLATIONS = {
     "no distillation": {"distillation": False},
     "single granularity": {"granularity": "single"},
     "feature distillation": {"feature_distillation": 0.5, "feature_distillation_kind": "cosine"},
+    "shortcut, input dropout": {"shortcut": True, "input_dropout": 0.3},
 }
 
 
@@ -173,8 +181,41 @@ def test_modality_dropout_hides_modalities_and_trains(data):
     assert set(model.gate["text"].absent) == {"text", "text<-audio", "text<-visual"}
 
 
+def test_shortcut_adds_a_linear_map_of_each_present_modality(data):
+    """With ``shortcut`` the coarse logits are the head's plus, for every modality present
+    at an utterance, a linear map of that utterance's own input features."""
+    model = _model(data, shortcut=True).eval()
+    batch = DialogueBatch.collate(data.split("train")[:3])
+    audio = batch.mask & (torch.rand(batch.mask.shape) < 0.5)
+    with torch.no_grad():
+        out = model(batch, presence={"audio": audio})
+        own = {m: model.shortcut[m](x) for m, x in batch.features.items()}
+        own["audio"] = own["audio"] * audio[..., None]
+        torch.testing.assert_close(out.logits, model.head(out.coarse) + sum(own.values()))
+        assert not torch.allclose(out.logits, model.head(out.coarse))
+
+
+def test_input_dropout_corrupts_the_inputs_and_reconstruction_aims_at_the_clean_ones(data):
+    model = _model(data, input_dropout=0.5)
+    batch = DialogueBatch.collate(data.split("train")[:2])
+    seen = {}
+
+    def record(module, args, kwargs, output):
+        seen["x"], seen["target"] = args[0], kwargs["target"]
+
+    model.reconstructors["text"].register_forward_hook(record, with_kwargs=True)
+    model(batch)
+    x = batch.features["text"]
+    assert torch.equal(seen["target"], x)
+    zeroed = (seen["x"] == 0) & (x != 0)
+    assert 0.3 < zeroed.float().mean() < 0.7  # about half the inputs dropped
+    model.eval()
+    model(batch)
+    assert torch.equal(seen["x"], x)
+
+
 def test_absent_values_never_matter_and_everything_absent_is_finite(data):
-    model = _model(data, modality_dropout=0.3).eval()
+    model = _model(data, modality_dropout=0.3, shortcut=True).eval()
     dialogues = data.split("train")[:2]
     batch = DialogueBatch.collate(dialogues)
     audio = torch.rand(batch.mask.shape) < 0.5
@@ -199,7 +240,7 @@ def test_streaming_equals_the_causal_model_on_the_whole_dialogue(data):
     from fusionkit import StreamCache
 
     torch.manual_seed(0)
-    model = _model(data, causal=True).eval()
+    model = _model(data, causal=True, shortcut=True).eval()
     d = data.split("test")[0]
     whole = DialogueBatch.collate([d])
     with torch.no_grad():

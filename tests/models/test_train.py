@@ -132,10 +132,24 @@ def test_ablation_table(tmp_path):
         assert row in table
 
 
+def test_ablations_turn_the_shortcut_off_where_the_model_has_one():
+    from fusionkit.data.sources import Synthetic
+    from fusionkit.models.cmath import CMATHConfig
+    from fusionkit.models.cmath.run import ablations
+
+    ds = Synthetic(num_dialogues=4, min_len=2, max_len=3).load()
+    with_shortcut = dict(ablations(ds, CMATHConfig(shortcut=True)))
+    assert with_shortcut["w/o input shortcut"] == {"shortcut": False}
+    assert "w/o input shortcut" not in dict(ablations(ds, CMATHConfig(shortcut=False)))
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not on PATH")
 def test_two_process_ddp_equals_one_process(tmp_path):
     """With the stochastic parts off, 2 gloo processes train to the same model and figures."""
-    det = ["--set", "model.dropout=0.0", "--set", "model.fusion='concat'", "--epochs", "2"]
+    det = [
+        *("--set", "model.dropout=0.0", "--set", "model.input_dropout=0.0"),
+        *("--set", "model.fusion='concat'", "--epochs", "2"),
+    ]
     single = _run(tmp_path / "one", *det)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [

@@ -27,7 +27,8 @@ from fusionkit.models.cmath.config import RunConfig, from_dict
 from fusionkit.models.cmath.model import CMATH, DataSpec
 
 FORMAT = "fusionkit-cmath-checkpoint"
-VERSION = 2  # 2: [data] names a source, [prepare] apart (version 1 cannot be read: retrain)
+VERSION = 3  # 3: the model's shortcut and input dropout; 2: [data] names a source, [prepare]
+# apart. Earlier versions cannot be read: retrain
 
 
 def payload(

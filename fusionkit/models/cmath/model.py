@@ -36,23 +36,30 @@ from fusionkit.attention import Backend
 from fusionkit.batch import IGNORE_INDEX
 from fusionkit.errors import ConfigError
 from fusionkit.losses import DistillationLevel, HierarchicalDistillation
+from fusionkit.losses.masked import present
 from fusionkit.typing import Bool, Int, check_features, typechecked
 
 
 @dataclass
 class CMATHConfig:
     """Every choice of the model; the ones cmath.md marks [ours] included. The defaults are
-    the default synthetic run's; ``configs/*.toml`` hold what differs for each dataset.
+    fusionkit's recipe for data nobody tuned for (docs/training.md); ``configs/*.toml`` hold
+    what differs for each dataset.
 
-    Ablations: ``reconstruction=False``; ``symmetric=True``; ``centrals=["audio"]`` (any
-    subset); ``fusion="concat"`` (plain, no variational); ``distillation=False``;
-    ``granularity="single"`` (coarse head only).
+    Ablations: ``shortcut=False``; ``reconstruction=False``; ``symmetric=True``;
+    ``centrals=["audio"]`` (any subset); ``fusion="concat"`` (plain, no variational);
+    ``distillation=False``; ``granularity="single"`` (coarse head only).
     """
 
     hidden_dim: int = 64
     heads: int = 4
     ff_mult: int = 2
     dropout: float = 0.2
+    # [ours] on the input features in training (the reconstruction still aims at the clean
+    # ones), and a linear map of each modality's own input features added to the coarse
+    # logits: what brings CMATH to the linear probe on data nobody tuned for (docs/cmath.md)
+    input_dropout: float = 0.5
+    shortcut: bool = True
     # on the attention weights (None: dropout); 0 keeps the CPU's fused attention in
     # training, whose memory grows linearly with the dialogue (docs/performance.md)
     attention_dropout: float | None = None
@@ -174,6 +181,7 @@ class CMATH(nn.Module):
         self.register_buffer("class_weights", class_weights)
         self.absence = c.modality_dropout > 0  # learned absence vectors in the fusions
         d = c.hidden_dim
+        self.input_dropout = nn.Dropout(c.input_dropout)
         hierarchical = c.granularity == "hierarchical"
         self.reconstructors = nn.ModuleDict(
             {
@@ -254,6 +262,9 @@ class CMATH(nn.Module):
             )
         self.variational = c.fusion != "concat"
         self.head = nn.Linear(latent, classes)
+        self.shortcut = nn.ModuleDict(
+            {m: nn.Linear(w, classes, bias=False) for m, w in dims.items()} if c.shortcut else {}
+        )
         self.fine_heads = nn.ModuleDict(
             {k: nn.Linear(d, classes) for k in self.centrals} if hierarchical else {}
         )
@@ -316,11 +327,15 @@ class CMATH(nn.Module):
         if cache is not None and self.reconstructors and self.config.reconstruction_kernel > 1:
             raise ValueError("cache: streaming needs reconstruction_kernel = 1 (the default)")
         zero = torch.zeros((), device=mask.device)
-        rec_loss, unimodal = zero, {}
+        rec_loss, unimodal, shortcut = zero, {}, zero
         for m in self.modalities:  # steps 1 and 2
-            z, p = features[m], presence.get(m)
+            x, p = features[m], presence.get(m)
+            z = self.input_dropout(x)
+            if m in self.shortcut:  # never read where the modality is absent
+                kept = present(mask, p).unsqueeze(-1)
+                shortcut = shortcut + self.shortcut[m](torch.where(kept, z, 0.0))
             if m in self.reconstructors:
-                rec = self.reconstructors[m](z, mask=mask, presence=p)
+                rec = self.reconstructors[m](z, mask=mask, presence=p, target=x)
                 z, rec_loss = rec.latent, rec_loss + rec.loss
             unimodal[m] = self.context[m](
                 self.project[m](z), mask=mask, speakers=speakers, presence=p, cache=cache
@@ -346,7 +361,7 @@ class CMATH(nn.Module):
         if cache is not None:
             cache.position += mask.shape[1]
         return CMATHOutput(  # step 5
-            logits=self.head(coarse),
+            logits=self.head(coarse) + shortcut,
             fine_logits={k: h(fine[k]) for k, h in self.fine_heads.items()},
             unimodal_logits={m: h(unimodal[m]) for m, h in self.unimodal_heads.items()},
             fine=fine,

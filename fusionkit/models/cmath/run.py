@@ -12,6 +12,7 @@ from fusionkit.data.dataset import Stats
 from fusionkit.models.cmath import checkpoint, report, robustness
 from fusionkit.models.cmath.config import RunConfig, with_model
 from fusionkit.models.cmath.evaluate import evaluate, linear_probe
+from fusionkit.models.cmath.model import CMATHConfig
 from fusionkit.models.cmath.train import ONE_PROCESS, Distributed, device_for, fit
 
 
@@ -55,10 +56,11 @@ def run_seeds(
     return summary
 
 
-def ablations(ds: ConversationDataset) -> list[tuple[str, dict]]:
-    """The paper's kind of ablation table: (name, model overrides)."""
+def ablations(ds: ConversationDataset, model: CMATHConfig) -> list[tuple[str, dict]]:
+    """The paper's kind of ablation table for ``model``: (name, model overrides)."""
     rows = [
         ("CMATH (full)", {}),
+        *([("w/o input shortcut", {"shortcut": False})] if model.shortcut else []),
         ("w/o modality reconstruction", {"reconstruction": False}),
         ("symmetric fusion (MulT-style)", {"symmetric": True}),
     ]
@@ -84,7 +86,7 @@ def run_ablations(
 ) -> None:
     """Every row of :func:`ablations` over the configured seeds; writes ``ablations.md``."""
     rows = []
-    for i, (name, changes) in enumerate(ablations(ds)):
+    for i, (name, changes) in enumerate(ablations(ds, config.model)):
         if world.rank == 0:
             print(f"== ablation {i}: {name} {changes}")
         config_i = with_model(config, **changes)
