@@ -12,7 +12,7 @@ import pytest
 
 from fusionkit import cli
 from fusionkit.models.cmath import RunConfig, load_config
-from fusionkit.models.cmath.tune import SPACE, storage_for, with_params
+from fusionkit.models.cmath.tune import SPACE, base_params, storage_for, with_params
 from tests.helpers import TINY
 
 optuna = pytest.importorskip("optuna", reason="the 'tune' extra is not installed")
@@ -30,6 +30,16 @@ def test_every_searched_setting_is_a_config_key():
     assert changed.train.batch_size == config.train.batch_size
 
 
+def test_the_first_trial_is_the_configuration_itself_where_it_lies_in_the_space():
+    config = RunConfig()
+    base = base_params(config, tuple(SPACE))
+    assert base == {
+        k: getattr(getattr(config, k.split(".")[0]), k.split(".")[1]) for k in SPACE
+    }  # the defaults lie in the space
+    small = with_params(config, {"model.hidden_dim": 16, "train.lr": 0.5})
+    assert set(SPACE) - set(base_params(small, tuple(SPACE))) == {"model.hidden_dim", "train.lr"}
+
+
 @pytest.mark.slow
 def test_a_tiny_study_writes_a_best_config_that_trains(tmp_path):
     out = tmp_path / "tune"
@@ -37,6 +47,12 @@ def test_a_tiny_study_writes_a_best_config_that_trains(tmp_path):
     rows = list(csv.DictReader((out / "trials.csv").read_text().splitlines()))
     assert len(rows) == 3 and {"model.hidden_dim", "train.lr"} <= set(rows[0])
     study = optuna.load_study(study_name="fusionkit", storage=storage_for(None, out))
+    first, config = study.trials[0].params, load_config("synthetic")
+    assert (first["train.lr"], first["train.weight_decay"], first["model.gamma"]) == (
+        3e-3,  # TINY's
+        config.train.weight_decay,
+        config.model.gamma,
+    )
     for trial in study.trials:  # each trial's score is its best dev weighted F1, not test
         if trial.state == optuna.trial.TrialState.COMPLETE:
             res = json.loads((out / f"trial{trial.number}" / "results.json").read_text())

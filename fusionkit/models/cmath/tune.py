@@ -1,8 +1,8 @@
 """A search over the settings that matter, with Optuna: TPE sampling, trials pruned on dev
 weighted F1 as they train, a budget in trials or minutes, scored on dev only.
 
-Each trial trains the configuration with the sampled settings (:data:`SPACE`) for its first
-seed; its score is the best dev weighted F1 of its epochs (test figures are never looked
+Each trial trains the configuration with the sampled settings (:data:`SPACE`; the first
+trial: the configuration's own values) for its first seed; its score is the best dev weighted F1 of its epochs (test figures are never looked
 at). The study lives in a database: an SQLite file by default, or any URL Optuna's storage
 takes (``postgresql://...``), so that several processes or machines can share one study by
 naming the same ``--storage`` and ``--study``. Written to the output folder: ``best.toml``
@@ -14,8 +14,7 @@ from __future__ import annotations
 import csv
 import os
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fusionkit.data import ConversationDataset
@@ -25,18 +24,51 @@ from fusionkit.models.cmath.config import RunConfig
 from fusionkit.models.cmath.report import pyplot
 from fusionkit.models.cmath.train import fit
 
-SPACE: dict[str, Callable] = {
-    "train.lr": lambda t: t.suggest_float("train.lr", 1e-4, 3e-3, log=True),
-    "train.weight_decay": lambda t: t.suggest_float("train.weight_decay", 1e-5, 1e-1, log=True),
-    "model.dropout": lambda t: t.suggest_float("model.dropout", 0.0, 0.6),
-    "model.hidden_dim": lambda t: t.suggest_categorical("model.hidden_dim", [32, 64, 128, 256]),
-    "model.modality_dropout": lambda t: t.suggest_float("model.modality_dropout", 0.0, 0.5),
-    "model.alpha": lambda t: t.suggest_float("model.alpha", 1e-4, 1e-2, log=True),
-    "model.beta": lambda t: t.suggest_float("model.beta", 1e-3, 1e-1, log=True),
-    "model.gamma": lambda t: t.suggest_float("model.gamma", 0.1, 3.0, log=True),
+
+@dataclass(frozen=True)
+class Range:
+    """A float setting's search range (log-uniform with ``log``)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+SPACE: dict[str, Range | tuple] = {
+    "train.lr": Range(1e-4, 3e-3, log=True),
+    "train.weight_decay": Range(1e-5, 1e-1, log=True),
+    "model.dropout": Range(0.0, 0.6),
+    "model.input_dropout": Range(0.0, 0.6),
+    "model.shortcut": (True, False),
+    "model.hidden_dim": (32, 64, 128, 256),
+    "model.modality_dropout": Range(0.0, 0.5),
+    "model.alpha": Range(1e-4, 1e-2, log=True),
+    "model.beta": Range(1e-3, 1e-1, log=True),
+    "model.gamma": Range(0.1, 3.0, log=True),
 }
-"""Config key -> how a trial samples it: learning rate, weight decay, dropout, hidden width,
-modality dropout and the loss weights (reconstruction alpha, KL beta, distillation gamma)."""
+"""Config key -> its range, or its choices: learning rate, weight decay, dropout, input
+dropout, the shortcut, hidden width, modality dropout and the loss weights (reconstruction
+alpha, KL beta, distillation gamma)."""
+
+
+def suggest(trial, key: str):
+    """``trial``'s value for the setting ``key`` of :data:`SPACE`."""
+    where = SPACE[key]
+    if isinstance(where, Range):
+        return trial.suggest_float(key, where.low, where.high, log=where.log)
+    return trial.suggest_categorical(key, list(where))
+
+
+def base_params(config: RunConfig, space: tuple[str, ...]) -> dict:
+    """``config``'s own values of the settings in ``space`` that lie in their range or
+    among their choices: the study's first trial, so the search starts from the recipe."""
+    out = {}
+    for key in space:
+        section, name = key.split(".")
+        value, where = getattr(getattr(config, section), name), SPACE[key]
+        if where.low <= value <= where.high if isinstance(where, Range) else value in where:
+            out[key] = value
+    return out
 
 
 def _optuna():
@@ -118,9 +150,10 @@ def tune(
     sampler = optuna.samplers.TPESampler(seed=seed + os.getpid() % 1000)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
     found = _create(optuna, study, storage, out, sampler, pruner)
+    found.enqueue_trial(base_params(config, space), skip_if_exists=True)
 
     def objective(trial) -> float:
-        params = {key: SPACE[key](trial) for key in space}
+        params = {key: suggest(trial, key) for key in space}
         trial.set_user_attr("pid", os.getpid())
         run = replace(with_params(config, params), train=replace(config.train, seeds=[seed]))
 
