@@ -135,6 +135,7 @@ def tune(args: argparse.Namespace) -> None:
         minutes=args.minutes,
         storage=args.storage,
         study=args.study,
+        seeds=args.seeds_per_trial,
         quiet=args.quiet,
     )
 
@@ -189,6 +190,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, help="stop starting trials after this long")
     p.add_argument("--storage", help="Optuna database URL (default: sqlite study.db in --out)")
     p.add_argument("--study", default="fusionkit", help="study name (shared by processes)")
+    p.add_argument(
+        "--seeds-per-trial",
+        type=int,
+        default=1,
+        help="seeds a trial trains; it scores their mean dev weighted F1 (default 1)",
+    )
     p.add_argument("--out", help="folder for best.toml, trials.csv, importance.png")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=tune)

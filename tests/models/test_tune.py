@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from fusionkit import cli
+from fusionkit.errors import ConfigError
 from fusionkit.models.cmath import RunConfig, load_config
-from fusionkit.models.cmath.tune import SPACE, base_params, storage_for, with_params
+from fusionkit.models.cmath.tune import SPACE, base_params, storage_for, tune, with_params
 from tests.helpers import TINY
 
 optuna = pytest.importorskip("optuna", reason="the 'tune' extra is not installed")
@@ -30,6 +31,15 @@ def test_every_searched_setting_is_a_config_key():
     assert changed.train.batch_size == config.train.batch_size
 
 
+def test_a_study_without_a_budget_or_seeds_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="--trials or --minutes"):
+        tune(RunConfig(), None, None, tmp_path, trials=None)
+    with pytest.raises(ConfigError, match=r"seeds \(--seeds-per-trial\) must be at least 1"):
+        tune(RunConfig(), None, None, tmp_path, seeds=0)
+    with pytest.raises(ConfigError, match="unknown settings"):
+        tune(RunConfig(), None, None, tmp_path, space=("model.nothing",))
+
+
 def test_the_first_trial_is_the_configuration_itself_where_it_lies_in_the_space():
     config = RunConfig()
     base = base_params(config, tuple(SPACE))
@@ -43,7 +53,8 @@ def test_the_first_trial_is_the_configuration_itself_where_it_lies_in_the_space(
 @pytest.mark.slow
 def test_a_tiny_study_writes_a_best_config_that_trains(tmp_path):
     out = tmp_path / "tune"
-    assert cli.main(["tune", *QUICK, "--trials", "3", "--out", str(out)]) == 0
+    argv = ["tune", *QUICK, "--trials", "3", "--seeds-per-trial", "2", "--out", str(out)]
+    assert cli.main(argv) == 0
     rows = list(csv.DictReader((out / "trials.csv").read_text().splitlines()))
     assert len(rows) == 3 and {"model.hidden_dim", "train.lr"} <= set(rows[0])
     study = optuna.load_study(study_name="fusionkit", storage=storage_for(None, out))
@@ -53,10 +64,16 @@ def test_a_tiny_study_writes_a_best_config_that_trains(tmp_path):
         config.train.weight_decay,
         config.model.gamma,
     )
-    for trial in study.trials:  # each trial's score is its best dev weighted F1, not test
+    for trial in study.trials:  # a trial scores its seeds' mean best dev weighted F1, not test
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            res = json.loads((out / f"trial{trial.number}" / "results.json").read_text())
-            assert trial.value == pytest.approx(res["dev_at_best_dev"]["weighted_f1"])
+            dev = [
+                json.loads((out / f"trial{trial.number}" / seed / "results.json").read_text())[
+                    "dev_at_best_dev"
+                ]["weighted_f1"]
+                for seed in ("seed0", "seed1")
+            ]
+            assert trial.value == pytest.approx(sum(dev) / 2)
+            assert trial.user_attrs["dev_weighted_f1_per_seed"] == pytest.approx(dev)
     best = load_config(out / "best.toml")
     for key, value in study.best_params.items():
         section, name = key.split(".")

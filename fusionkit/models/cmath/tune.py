@@ -2,8 +2,9 @@
 weighted F1 as they train, a budget in trials or minutes, scored on dev only.
 
 Each trial trains the configuration with the sampled settings (:data:`SPACE`; the first
-trial: the configuration's own values) for its first seed; its score is the best dev weighted F1 of its epochs (test figures are never looked
-at). The study lives in a database: an SQLite file by default, or any URL Optuna's storage
+trial: the configuration's own values) for ``seeds`` seeds from the configuration's first;
+its score is the mean over seeds of the best dev weighted F1 of their epochs (test figures
+are never looked at). The study lives in a database: an SQLite file by default, or any URL Optuna's storage
 takes (``postgresql://...``), so that several processes or machines can share one study by
 naming the same ``--storage`` and ``--study``. Written to the output folder: ``best.toml``
 (a configuration ``fusionkit train --config`` reads), ``trials.csv`` and ``importance.png``.
@@ -133,21 +134,24 @@ def tune(
     storage: str | None = None,
     study: str = "fusionkit",
     space: tuple[str, ...] = tuple(SPACE),
+    seeds: int = 1,
     quiet: bool = True,
 ):
     """Run trials until ``trials`` (this process's) or ``minutes`` are spent; write the
-    outputs of the whole study (every process's trials) to ``out``; return the study."""
+    outputs of the whole study (every process's trials) to ``out``; return the study.
+    A trial trains ``seeds`` seeds and scores their mean best dev weighted F1; it is pruned
+    on its first seed's epochs."""
     optuna = _optuna()
     unknown = sorted(set(space) - set(SPACE))
-    if unknown or (trials is None and minutes is None):
-        raise ConfigError(
-            f"tune: unknown settings {unknown} (known: {sorted(SPACE)})"
-            if unknown
-            else "tune: give a budget, --trials or --minutes"
-        )
+    if unknown:
+        raise ConfigError(f"tune: unknown settings {unknown} (known: {sorted(SPACE)})")
+    if trials is None and minutes is None:
+        raise ConfigError("tune: give a budget, --trials or --minutes")
+    if seeds < 1:
+        raise ConfigError(f"tune: seeds (--seeds-per-trial) must be at least 1, got {seeds}")
     out.mkdir(parents=True, exist_ok=True)
-    seed = config.train.seeds[0]
-    sampler = optuna.samplers.TPESampler(seed=seed + os.getpid() % 1000)
+    first = config.train.seeds[0]
+    sampler = optuna.samplers.TPESampler(seed=first + os.getpid() % 1000)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
     found = _create(optuna, study, storage, out, sampler, pruner)
     found.enqueue_trial(base_params(config, space), skip_if_exists=True)
@@ -155,17 +159,27 @@ def tune(
     def objective(trial) -> float:
         params = {key: suggest(trial, key) for key in space}
         trial.set_user_attr("pid", os.getpid())
-        run = replace(with_params(config, params), train=replace(config.train, seeds=[seed]))
+        run = with_params(config, params)
 
         def report(record: dict) -> None:
             trial.report(record["dev_weighted_f1"], record["epoch"])
             if trial.should_prune():
                 raise optuna.TrialPruned
 
-        result = fit(
-            run, ds, stats, seed, out / f"trial{trial.number}", quiet=quiet, on_epoch=report
-        )
-        return result.results["dev_at_best_dev"]["weighted_f1"]
+        scores = []
+        for seed in range(first, first + seeds):
+            result = fit(
+                replace(run, train=replace(run.train, seeds=[seed])),
+                ds,
+                stats,
+                seed,
+                out / f"trial{trial.number}" / f"seed{seed}",
+                quiet=quiet,
+                on_epoch=report if seed == first else None,
+            )
+            scores.append(result.results["dev_at_best_dev"]["weighted_f1"])
+        trial.set_user_attr("dev_weighted_f1_per_seed", scores)
+        return sum(scores) / len(scores)
 
     timeout = None if minutes is None else minutes * 60
     started = time.time()
@@ -181,7 +195,7 @@ def tune(
 
 def write_outputs(study, config: RunConfig, out: Path) -> None:
     """``best.toml`` (the base configuration with the best trial's settings), ``trials.csv``
-    (one row a trial: number, state, dev weighted F1, seconds, settings) and
+    (one row a trial: number, state, dev weighted F1, each seed's, seconds, settings) and
     ``importance.png`` (each setting's importance, Optuna's fANOVA), for the whole study."""
     import tomli_w
 
@@ -194,12 +208,14 @@ def write_outputs(study, config: RunConfig, out: Path) -> None:
     names = sorted({k for t in study.trials for k in t.params})
     with open(out / "trials.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["number", "state", "dev_weighted_f1", "seconds", *names])
+        writer.writerow(["number", "state", "dev_weighted_f1", "per_seed", "seconds", *names])
         for t in study.trials:
             seconds = t.duration.total_seconds() if t.duration else ""
-            writer.writerow(
-                [t.number, t.state.name, t.value, seconds, *(t.params.get(k) for k in names)]
+            per_seed = " ".join(
+                f"{v:.2f}" for v in t.user_attrs.get("dev_weighted_f1_per_seed", [])
             )
+            row = [t.number, t.state.name, t.value, per_seed, seconds]
+            writer.writerow([*row, *(t.params.get(k) for k in names)])
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     plt = pyplot()
     if plt is None or len(done) < 2:
