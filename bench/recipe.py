@@ -12,7 +12,8 @@ Shapes: ``meld`` (MELD's transcripts, frozen sentence-encoder features, official
 whole), ``meld-episodes`` (the dialogues of each episode joined in order: about 150 long
 conversations with many speakers) and ``synthetic`` (the built-in default). Variants:
 ``today`` (the settings each kind used before the recipe: meld-csv's and table's hand-set
-values, or the synthetic run's) and ``recipe`` (``TrainConfig``'s defaults). Reported:
+values and the paper's model, or the synthetic run's) and ``recipe`` (``TrainConfig``'s
+and ``CMATHConfig``'s defaults); ``--finetune`` for MELD's fine-tuned text. Reported:
 test weighted F1 at the best dev epoch (mean ± std over seeds), the probe's, the epochs
 run and the seconds a seed took (wall clock, this machine, whatever else ran on it).
 """
