@@ -5,7 +5,7 @@ run: padding, training time and accuracy side by side.
     python bench/bucketing.py --out runs/bucketing   # keep the runs (a seed found there is read)
     python bench/bucketing.py --quick                # a smoke test of seconds
 
-The configuration is ``load_config("synthetic")`` (151 dialogues of 10 to 110 utterances,
+The configuration is ``load_config("synthetic-paper")`` (151 dialogues of 10 to 110 utterances,
 109 of them for training, batches of 8, hidden 64, 20 epochs). Each seed trains twice with
 ``fit()``: ``train.bucket = false`` (the dialogues in a new random order each epoch) and
 ``true`` (``fusionkit.length_buckets``: dialogues of similar length share a batch, the
@@ -88,12 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = common.torch_device(args.device, args.threads)
     seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
-    config = override(load_config("synthetic"), [f'train.device="{device.type}"'])
+    config = override(load_config("synthetic-paper"), [f'train.device="{device.type}"'])
     if args.quick:
         config = override(config, common.QUICK_RUN)
     ds, stats = load_data(config)
     train, tc = ds.split("train"), config.train
-    epochs = tc.epochs  # the synthetic configuration sets it
+    epochs = tc.epochs  # synthetic-paper sets it
     runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     gain = [b - r for b, r in zip(figures["bucketed"]["test_wf1"], figures["random"]["test_wf1"])]
     info = common.machine(device)
     title = (
-        f"Length-bucketed against random batches, synthetic configuration "
+        f"Length-bucketed against random batches, synthetic-paper configuration "
         f"({'quick settings' if args.quick else 'defaults'}; {len(train)} training dialogues, "
         f"batches of {tc.batch_size}, {epochs} epochs, seeds {seeds}); {common.describe(info)}"
     )

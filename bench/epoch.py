@@ -1,12 +1,14 @@
 """One epoch of the training loop on the synthetic IEMOCAP-sized data, and where it goes.
 
-    python bench/epoch.py                      # hidden 256, 2 epochs; then the default run
-    python bench/epoch.py --hidden 64          # the default run's model
-    python bench/epoch.py --no-default-run     # skip the 20-epoch run (about 2 minutes)
+    python bench/epoch.py                      # hidden 256, 2 epochs; then the full run
+    python bench/epoch.py --hidden 64          # the full run's model
+    python bench/epoch.py --no-full-run     # skip the 20-epoch run (about 2 minutes)
     python bench/epoch.py --profile            # also the top ops of the last epoch
     python bench/epoch.py --quick              # a smoke test of seconds
 
-It runs ``fit()`` (``fusionkit.models.cmath``) on the synthetic configuration with
+It runs ``fit()`` (``fusionkit.models.cmath``) on the ``synthetic-paper`` configuration
+(the synthetic data, the paper's model, 20 epochs at a constant rate: a fixed amount of
+work, where the default recipe stops early at a data-dependent epoch) with
 ``model.hidden_dim`` set, for ``--epochs`` epochs in this process, and reads the parts of
 each epoch from ``fit()``'s own record, ``history[i]["seconds"]``: the training pass
 (``train``), evaluation of dev and test (``evaluate``) and the checkpoint writes
@@ -21,8 +23,8 @@ test. Epoch 1 pays one-time costs (first calls of every op, allocations); the ta
 reports the last epoch, and epoch 1 beside it. ``--profile`` runs ``torch.profiler`` from
 the ``on_epoch`` call before the last epoch to the one after it.
 
-Then, unless ``--no-default-run``, the default run itself (``python -m fusionkit train``:
-the synthetic configuration, hidden 64, 20 epochs) in a fresh process: its wall time, and
+Then, unless ``--no-full-run``, that configuration's whole run (``python -m fusionkit
+train --dataset synthetic-paper``: hidden 64, 20 epochs) in a fresh process: its wall time, and
 its own count of the training loop's seconds (``results.json``). Ratios first: each part's
 share of the epoch, the epoch against the 5 s target. Times are wall clock (``fit()``'s).
 """
@@ -91,10 +93,12 @@ class EpochClock:
                     self.profiler.stop()
 
 
-def default_run(args) -> dict:
-    """``python -m fusionkit train`` in a fresh process: wall time and ``fit()``'s seconds."""
+def full_run(args) -> dict:
+    """``python -m fusionkit train --dataset synthetic-paper`` in a fresh process: wall
+    time and ``fit()``'s seconds."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "fusionkit", "train", "--out", out, "--quiet"]
+        cmd = [sys.executable, "-m", "fusionkit", "train", "--dataset", "synthetic-paper"]
+        cmd += ["--out", out, "--quiet"]
         if args.quick:
             cmd += [a for s in common.QUICK_RUN for a in ("--set", s)]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__, clock=False)
     p.add_argument("--hidden", type=int, default=256, help="model.hidden_dim (default 256)")
     p.add_argument("--epochs", type=int, default=2, help="epochs to run (the last is reported)")
-    p.add_argument("--default-run", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--full-run", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--profile", action="store_true", help="print the top ops of the last epoch")
     args = p.parse_args(argv)
     if args.epochs < 2:
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     device = common.torch_device(args.device, args.threads)
     settings = [f"model.hidden_dim={args.hidden}"] + (common.QUICK_RUN if args.quick else [])
     settings += [f"train.epochs={args.epochs}", f'train.device="{device.type}"']
-    config = override(load_config("synthetic"), settings)
+    config = override(load_config("synthetic-paper"), settings)
 
     start = time.perf_counter()
     ds, stats = load_data(config)
@@ -153,13 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     train_utts = ds.num_utterances("train")
     row("training utterances per second", "", train_utts / last["train"], 0)
     run = None
-    if args.default_run:
-        run = default_run(args)
+    if args.full_run:
+        run = full_run(args)
         what = "quick settings" if args.quick else "hidden 64"
         in_loop = f"{run['fit_seconds'] / run['wall']:.2f} of it in the loop"
-        row(f"default run: {run['epochs']} epochs, {what}, wall time", in_loop, run["wall"], 1)
+        row(f"full run: {run['epochs']} epochs, {what}, wall time", in_loop, run["wall"], 1)
         per_epoch = run["fit_seconds"] / run["epochs"]
-        row("default run: one epoch (the loop's seconds / epochs)", "", per_epoch)
+        row("full run: one epoch (the loop's seconds / epochs)", "", per_epoch)
     info = common.machine(device)
     title = (
         f"One epoch of fit(), synthetic data, hidden {config.model.hidden_dim}, epoch "
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         argv=argv,
         history_seconds=[h["seconds"] for h in history],
         epoch_ends=clock.ends,
-        default_run=run,
+        full_run=run,
     )
     if clock.profiler is not None:
         print(f"\nTop ops of epoch {args.epochs} (training, evaluation, checkpoints):")

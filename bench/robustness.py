@@ -6,7 +6,9 @@ dropout, scored with each modality absent or noisy at test time.
 
 Data: the synthetic conversations with uneven modality quality (each dialogue draws a
 noise level per modality, ``noise_spread``), smaller widths than IEMOCAP's so that the
-27 trainings (12 epochs each) fit a CPU. Variants, each trained with and without
+27 trainings (12 epochs each) fit a CPU; the ``synthetic-paper`` configuration otherwise
+(the paper's model, a constant rate with Adam: what results.md's tables were measured with).
+Variants, each trained with and without
 ``model.modality_dropout``: CMATH (asymmetric, product of experts), its symmetric variant,
 and plain concatenation fusion; and CMATH trained without each modality at all
 (``prepare.modalities``: the reference a dropout-trained model should match when that
@@ -72,7 +74,7 @@ def train_and_score(name: str, settings: list[str], seed: int, out: Path) -> lis
     """Train ``name`` for ``seed`` unless its ``best.pt`` is there; score it from that file."""
     folder = _folder(out, name) / f"seed{seed}"
     if not (folder / "best.pt").exists():
-        config = override(load_config("synthetic"), settings)
+        config = override(load_config("synthetic-paper"), settings)
         ds, stats = load_data(config)
         fit(config, ds, stats, seed, folder, quiet=True)
     restored = restore(folder / "best.pt")

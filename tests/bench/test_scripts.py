@@ -52,7 +52,7 @@ def test_scaling(tmp_path):
 
 def test_epoch(tmp_path):
     table = _run(epoch.main, tmp_path)
-    assert table["default_run"]["epochs"] == 2
+    assert table["full_run"]["epochs"] == 2
     assert any(r[0] == "**epoch**" for r in table["rows"])
     assert set(table["history_seconds"][-1]) == {"train", "evaluate", "checkpoint"}
 
