@@ -5,6 +5,7 @@ on several real shapes of data, 3 seeds each, with the per-utterance linear prob
     python bench/recipe.py --meld ... --only meld-100 --seeds 0     # one shape, one seed
     python bench/recipe.py --quick                                   # a smoke test of seconds
     python bench/recipe.py --meld ... --variants recipe --set model.dropout=0.5   # a change
+    python bench/recipe.py --meld ... --variants recipe tuned      # tune on top of the recipe
 
 
 Shapes: ``meld`` (MELD's transcripts, frozen sentence-encoder features, official splits),
@@ -13,8 +14,10 @@ whole), ``meld-episodes`` (the dialogues of each episode joined in order: 188 tr
 conversations of 53 utterances on average, with many speakers; dev 82, test 143) and
 ``synthetic`` (the built-in default). Variants: ``today`` (the settings each kind used
 before the recipe: meld-csv's and table's hand-set values and the paper's model, or the
-``synthetic-paper`` configuration) and ``recipe`` (``TrainConfig``'s and ``CMATHConfig``'s
-defaults); ``--finetune`` for MELD's fine-tuned text. Reported:
+``synthetic-paper`` configuration), ``recipe`` (``TrainConfig``'s and ``CMATHConfig``'s
+defaults) and ``tuned`` (the recipe with the best settings of a ``fusionkit tune`` study on
+the shape's dev split: ``--tune-trials`` trials of 3 seeds each, the runs' first seeds);
+``--finetune`` for MELD's fine-tuned text. Reported:
 test weighted F1 at the best dev epoch (mean ± std over seeds), the probe's, the epochs
 run and the seconds a seed took (wall clock, this machine, whatever else ran on it).
 """
@@ -42,6 +45,7 @@ from fusionkit.data.sources import MeldCsv, Synthetic, TextSettings
 from fusionkit.data.tables import MELD_FILES
 from fusionkit.models.cmath import fit, load_config, override
 from fusionkit.models.cmath.evaluate import linear_probe
+from fusionkit.models.cmath.tune import tune, with_params
 
 TODAY = {
     # meld-csv.toml and table.toml before the recipe: set by hand for MELD
@@ -163,7 +167,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="+", help="shapes to run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default=None, help="folder for runs (default: a temporary one)")
-    p.add_argument("--variants", nargs="+", default=["today", "recipe"], help="which to run")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=["today", "recipe", "tuned"],
+        default=["today", "recipe"],
+        help="which to run",
+    )
+    p.add_argument("--tune-trials", type=int, default=20, help="the tuned variant's trials")
     p.add_argument(
         "--set", dest="changes", action="append", default=[], help="section.key=value for every run"
     )
@@ -174,11 +185,21 @@ def main(argv: list[str] | None = None) -> None:
     for shape, (kind, data) in shapes(args).items():
         if args.only and shape not in args.only:
             continue
-        for variant, config in variants(kind, args.quick, args.changes).items():
-            if variant not in args.variants:
-                continue
+        configs = variants(kind, args.quick, args.changes)
+        for variant in args.variants:
+            config = configs["recipe" if variant == "tuned" else variant]
             config = replace(config, train=replace(config.train, seeds=seeds))
             ds, stats = config.prepare(data)
+            if variant == "tuned":  # the recipe with what a search on dev found
+                found = tune(
+                    config,
+                    ds,
+                    stats,
+                    folder / shape / "tune",
+                    trials=args.tune_trials,
+                    seeds=1 if args.quick else 3,
+                )
+                config = with_params(config, found.best_params)
             probe = linear_probe(ds)
             runs = [
                 fit(config, ds, stats, s, folder / shape / variant / f"seed{s}", quiet=True).results

@@ -77,8 +77,10 @@ def test_robustness(tmp_path):
 
 
 def test_recipe(tmp_path):
-    table = _run(recipe.main, tmp_path, "--out", str(tmp_path / "runs"))
-    assert {r[1] for r in table["rows"]} == {"today", "recipe"}
+    variants = ["--variants", "today", "recipe", "tuned", "--tune-trials", "2"]
+    table = _run(recipe.main, tmp_path, "--out", str(tmp_path / "runs"), *variants)
+    assert [r[1] for r in table["rows"]] == ["today", "recipe", "tuned"]
+    assert (tmp_path / "runs" / "synthetic" / "tune" / "best.toml").exists()
 
 
 def test_reliance(tmp_path):

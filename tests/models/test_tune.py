@@ -91,7 +91,7 @@ def test_a_tiny_study_writes_a_best_config_that_trains(tmp_path):
 def test_two_processes_share_one_sqlite_study(tmp_path):
     db = f"sqlite:///{tmp_path / 'shared.db'}"
     cmd = [sys.executable, "-m", "fusionkit", "tune", *QUICK, "--trials", "2"]
-    cmd += ["--storage", db, "--study", "shared"]
+    cmd += ["--seeds-per-trial", "1", "--storage", db, "--study", "shared"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [
         subprocess.Popen([*cmd, "--out", str(tmp_path / f"p{i}")], cwd=ROOT, env=env)

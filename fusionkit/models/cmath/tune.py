@@ -134,7 +134,7 @@ def tune(
     storage: str | None = None,
     study: str = "fusionkit",
     space: tuple[str, ...] = tuple(SPACE),
-    seeds: int = 1,
+    seeds: int = 3,
     quiet: bool = True,
 ):
     """Run trials until ``trials`` (this process's) or ``minutes`` are spent; write the
