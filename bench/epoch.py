@@ -2,7 +2,7 @@
 
     python bench/epoch.py                      # hidden 256, 2 epochs; then the full run
     python bench/epoch.py --hidden 64          # the full run's model
-    python bench/epoch.py --no-full-run     # skip the 20-epoch run (about 2 minutes)
+    python bench/epoch.py --no-full-run        # skip the 20-epoch run (about 2 minutes)
     python bench/epoch.py --profile            # also the top ops of the last epoch
     python bench/epoch.py --quick              # a smoke test of seconds
 
@@ -24,9 +24,10 @@ reports the last epoch, and epoch 1 beside it. ``--profile`` runs ``torch.profil
 the ``on_epoch`` call before the last epoch to the one after it.
 
 Then, unless ``--no-full-run``, that configuration's whole run (``python -m fusionkit
-train --dataset synthetic-paper``: hidden 64, 20 epochs) in a fresh process: its wall time, and
-its own count of the training loop's seconds (``results.json``). Ratios first: each part's
-share of the epoch, the epoch against the 5 s target. Times are wall clock (``fit()``'s).
+train --dataset synthetic-paper``: hidden 64, 20 epochs) in a fresh process: its wall
+time, and its own count of the training loop's seconds (``results.json``). Ratios first:
+each part's share of the epoch, the epoch against the 5 s target. Times are wall clock
+(``fit()``'s).
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ conversations of 53 utterances on average, with many speakers; dev 82, test 143)
 ``synthetic`` (the built-in default). Variants: ``today`` (the settings each kind used
 before the recipe: meld-csv's and table's hand-set values and the paper's model, or the
 ``synthetic-paper`` configuration), ``recipe`` (``TrainConfig``'s and ``CMATHConfig``'s
-defaults) and ``tuned`` (the recipe with the best settings of a ``fusionkit tune`` study on
-the shape's dev split: ``--tune-trials`` trials of 3 seeds each, the runs' first seeds);
-``--finetune`` for MELD's fine-tuned text. Reported:
-test weighted F1 at the best dev epoch (mean ± std over seeds), the probe's, the epochs
-run and the seconds a seed took (wall clock, this machine, whatever else ran on it).
+defaults) and ``tuned`` (the recipe with the best settings of a ``fusionkit tune`` study
+on the shape's dev split: ``--tune-trials`` trials of 3 seeds each, the runs' first
+seeds); ``--finetune`` for MELD's fine-tuned text. Reported: test weighted F1 at the best
+dev epoch (mean ± std over seeds), the probe's, the epochs run and the seconds a seed took
+(wall clock, this machine, whatever else ran on it).
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ weighted F1 as they train, a budget in trials or minutes, scored on dev only.
 Each trial trains the configuration with the sampled settings (:data:`SPACE`; the first
 trial: the configuration's own values) for ``seeds`` seeds from the configuration's first;
 its score is the mean over seeds of the best dev weighted F1 of their epochs (test figures
-are never looked at). The study lives in a database: an SQLite file by default, or any URL Optuna's storage
-takes (``postgresql://...``), so that several processes or machines can share one study by
-naming the same ``--storage`` and ``--study``. Written to the output folder: ``best.toml``
-(a configuration ``fusionkit train --config`` reads), ``trials.csv`` and ``importance.png``.
+are never looked at). The study lives in a database: an SQLite file by default, or any URL
+Optuna's storage takes (``postgresql://...``), so that several processes or machines can
+share one study by naming the same ``--storage`` and ``--study``. Written to the output
+folder: ``best.toml`` (a configuration ``fusionkit train --config`` reads), ``trials.csv``
+and ``importance.png``.
 """
 
 from __future__ import annotations
