@@ -81,6 +81,10 @@ def test_recipe(tmp_path):
     table = _run(recipe.main, tmp_path, "--out", str(tmp_path / "runs"), *variants)
     assert [r[1] for r in table["rows"]] == ["today", "recipe", "tuned"]
     assert (tmp_path / "runs" / "synthetic" / "tune" / "best.toml").exists()
+    today, _, tuned = table["rows"]
+    assert today[6] == "" and tuned[6].endswith(")")  # the search's best on test, tuned only
+    # one seed: the tuned run is the best trial's, which the ceiling cannot fall below
+    assert float(tuned[6].split()[0]) >= float(tuned[2].split()[0])
 
 
 def test_reliance(tmp_path):
