@@ -74,6 +74,11 @@ def test_a_tiny_study_writes_a_best_config_that_trains(tmp_path):
             ]
             assert trial.value == pytest.approx(sum(dev) / 2)
             assert trial.user_attrs["dev_weighted_f1_per_seed"] == pytest.approx(dev)
+    assert [t.user_attrs["base"] for t in study.trials] == [True, False, False]
+    header = (out / "best.toml").read_text().splitlines()[1]  # the best beside the base
+    best_trial, base = study.best_trial, study.trials[0]
+    assert f"F1 {best_trial.value:.2f} (trial {best_trial.number}; seeds " in header
+    assert f"base configuration's {base.value:.2f} (trial 0; seeds " in header
     best = load_config(out / "best.toml")
     for key, value in study.best_params.items():
         section, name = key.split(".")

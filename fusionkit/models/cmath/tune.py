@@ -155,11 +155,13 @@ def tune(
     sampler = optuna.samplers.TPESampler(seed=first + os.getpid() % 1000)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
     found = _create(optuna, study, storage, out, sampler, pruner)
-    found.enqueue_trial(base_params(config, space), skip_if_exists=True)
+    base = base_params(config, space)
+    found.enqueue_trial(base, skip_if_exists=True)
 
     def objective(trial) -> float:
         params = {key: suggest(trial, key) for key in space}
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("base", all(params[k] == v for k, v in base.items()))
         run = with_params(config, params)
 
         def report(record: dict) -> None:
@@ -188,10 +190,24 @@ def tune(
     write_outputs(found, config, out)
     if not quiet:
         print(
-            f"{len(found.trials)} trials in {time.time() - started:.0f} s; best dev wF1 "
-            f"{found.best_value:.2f} with {found.best_params} -> {out / 'best.toml'}"
+            f"{len(found.trials)} trials in {time.time() - started:.0f} s; {summary(found)}; "
+            f"settings {found.best_params} -> {out / 'best.toml'}"
         )
     return found
+
+
+def summary(study) -> str:
+    """The best trial's dev weighted F1 and its seeds', beside the base configuration's
+    (the trial with its own settings), so a gain can be weighed against the seeds' spread."""
+
+    def scores(t) -> str:
+        seeds = " ".join(f"{v:.2f}" for v in t.user_attrs.get("dev_weighted_f1_per_seed", []))
+        return f"{t.value:.2f} (trial {t.number}; seeds {seeds})"
+
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    base = next((t for t in done if t.user_attrs.get("base")), None)
+    line = f"best dev weighted F1 {scores(study.best_trial)}"
+    return line + (f" against the base configuration's {scores(base)}" if base else "")
 
 
 def write_outputs(study, config: RunConfig, out: Path) -> None:
@@ -203,8 +219,8 @@ def write_outputs(study, config: RunConfig, out: Path) -> None:
     optuna = _optuna()
     best = with_params(config, study.best_params)
     (out / "best.toml").write_text(
-        f"# fusionkit tune: study {study.study_name!r}, best of {len(study.trials)} trials, "
-        f"dev weighted F1 {study.best_value:.2f}\n" + tomli_w.dumps(_toml(best.to_dict()))
+        f"# fusionkit tune: study {study.study_name!r}, {len(study.trials)} trials\n"
+        f"# {summary(study)}\n" + tomli_w.dumps(_toml(best.to_dict()))
     )
     names = sorted({k for t in study.trials for k in t.params})
     with open(out / "trials.csv", "w", newline="") as f:
