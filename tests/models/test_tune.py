@@ -51,19 +51,20 @@ def test_the_first_trial_is_the_configuration_itself_where_it_lies_in_the_space(
 
 
 @pytest.mark.slow
-def test_a_tiny_study_writes_a_best_config_that_trains(tmp_path):
+def test_a_tiny_study_writes_a_best_config_that_trains(tmp_path, monkeypatch):
+    monkeypatch.setitem(SPACE, "train.batch_size", (4, 8))  # a key a user adds is searched
     out = tmp_path / "tune"
     argv = ["tune", *QUICK, "--trials", "3", "--seeds-per-trial", "2", "--out", str(out)]
     assert cli.main(argv) == 0
     rows = list(csv.DictReader((out / "trials.csv").read_text().splitlines()))
-    assert len(rows) == 3 and {"model.hidden_dim", "train.lr"} <= set(rows[0])
+    assert len(rows) == 3 and {"model.hidden_dim", "train.lr", "train.batch_size"} <= set(rows[0])
     study = optuna.load_study(study_name="fusionkit", storage=storage_for(None, out))
     first, config = study.trials[0].params, load_config("synthetic")
-    assert (first["train.lr"], first["train.weight_decay"], first["model.gamma"]) == (
+    assert [first[k] for k in ("train.lr", "train.batch_size", "train.weight_decay")] == [
         3e-3,  # TINY's
+        4,  # TINY's, among the added key's choices
         config.train.weight_decay,
-        config.model.gamma,
-    )
+    ]
     for trial in study.trials:  # a trial scores its seeds' mean best dev weighted F1, not test
         if trial.state == optuna.trial.TrialState.COMPLETE:
             dev = [

@@ -134,15 +134,17 @@ def tune(
     minutes: float | None = None,
     storage: str | None = None,
     study: str = "fusionkit",
-    space: tuple[str, ...] = tuple(SPACE),
+    space: tuple[str, ...] | None = None,
     seeds: int = 3,
     quiet: bool = True,
 ):
     """Run trials until ``trials`` (this process's) or ``minutes`` are spent; write the
     outputs of the whole study (every process's trials) to ``out``; return the study.
     A trial trains ``seeds`` seeds and scores their mean best dev weighted F1; it is pruned
-    on its first seed's epochs."""
+    on its first seed's epochs. ``space``: the keys of :data:`SPACE` to search (None: all of
+    them, as SPACE is when called, so that a key added to it is searched)."""
     optuna = _optuna()
+    space = tuple(SPACE) if space is None else space
     unknown = sorted(set(space) - set(SPACE))
     if unknown:
         raise ConfigError(f"tune: unknown settings {unknown} (known: {sorted(SPACE)})")
