@@ -60,10 +60,12 @@ def test_a_tiny_study_writes_a_best_config_that_trains(tmp_path, monkeypatch):
     assert len(rows) == 3 and {"model.hidden_dim", "train.lr", "train.batch_size"} <= set(rows[0])
     study = optuna.load_study(study_name="fusionkit", storage=storage_for(None, out))
     first, config = study.trials[0].params, load_config("synthetic")
-    assert [first[k] for k in ("train.lr", "train.batch_size", "train.weight_decay")] == [
+    keys = ("train.lr", "train.batch_size", "train.weight_decay", "model.gamma")
+    assert [first[k] for k in keys] == [
         3e-3,  # TINY's
         4,  # TINY's, among the added key's choices
         config.train.weight_decay,
+        config.model.gamma,
     ]
     for trial in study.trials:  # a trial scores its seeds' mean best dev weighted F1, not test
         if trial.state == optuna.trial.TrialState.COMPLETE:
