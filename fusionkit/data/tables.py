@@ -434,13 +434,13 @@ def read_conversation_table(
                 raise TableError(
                     f"{where}: unknown label {label!r}; expected one of {list(label_names)}"
                 )
+            row_split = _cell(row, columns.split) if by_column else split
             if current is None or current.id != did:
                 if did in seen:
                     raise TableError(
                         f"{where}: rows out of order: dialogue {did} appears again after other dialogues"
                     )
                 seen.add(did)
-                row_split = _cell(row, columns.split) if by_column else split
                 current = TableDialogue(
                     id=did, split=row_split, file=path, cells={m: [] for m in found}
                 )
@@ -451,9 +451,9 @@ def read_conversation_table(
                 raise TableError(
                     f"{where}: rows out of order: utterance {utt} of dialogue {did} after {current.utterance_ids[-1]}"
                 )
-            if by_column and _cell(row, columns.split) != current.split:
+            if row_split != current.split:
                 raise TableError(
-                    f"{where}: dialogue {did} is in split {current.split!r} and {row[columns.split]!r}"
+                    f"{where}: dialogue {did} is in split {current.split!r} and {row_split!r}"
                 )
             speaker = _cell(row, columns.speaker)
             if speaker not in current.speaker_names:

@@ -465,6 +465,10 @@ def jsonl_files(draw) -> bytes:
 @example(data=ODD_LINES[-2].encode())  # an integer of 5,000 digits
 @example(data=ODD_LINES[-1].encode())  # nested 5,000 deep
 @example(data=b'{"dialogue_id": "d", "utterance_id": 1e400, "speaker": "A", "text": "x"}')
+@example(  # a later row of a dialogue without the split key (was a KeyError in the message)
+    data=b'{"dialogue_id": "d", "utterance_id": "0", "speaker": "A", "text": "x", "split": "dev"}\n'
+    b'{"dialogue_id": "d", "utterance_id": "1", "speaker": "A", "text": "y", " plit": "dev"}'
+)
 def test_jsonl_manifest(data):
     with tempfile.TemporaryDirectory() as folder:
         ends_well(read_table, _write(folder, "talk.jsonl", data))
